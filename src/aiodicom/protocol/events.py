@@ -105,3 +105,62 @@ Event = (
     | Aborted
     | ConnectionClosed
 )
+
+
+# --- Asked of Association.send() by its user (the local primitives of PS3.8 7) ---------------
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAssociation:
+    """A-ASSOCIATE request (requestor, Evt1); the request goes out once connected."""
+
+    request: AssociateRQ
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptAssociation:
+    """A-ASSOCIATE response, accept (acceptor, Evt7)."""
+
+    accept: AssociateAC
+
+
+@dataclass(frozen=True, slots=True)
+class RejectAssociation:
+    """A-ASSOCIATE response, reject (acceptor, Evt8)."""
+
+    reject: AssociateRJ
+
+
+@dataclass(frozen=True, slots=True)
+class SendMessage:
+    """P-DATA request (Evt9): one whole DIMSE message, command and optional data set."""
+
+    context_id: int
+    command: DimseCommand
+    dataset: bytes | memoryview | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRelease:
+    """A-RELEASE request (Evt11)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptRelease:
+    """A-RELEASE response (Evt14): the answer to ReleaseRequested."""
+
+
+@dataclass(frozen=True, slots=True)
+class AbortAssociation:
+    """A-ABORT request (Evt15), sent with source service-user (PS3.8 9.3.8)."""
+
+
+SendEvent = (
+    RequestAssociation
+    | AcceptAssociation
+    | RejectAssociation
+    | SendMessage
+    | RequestRelease
+    | AcceptRelease
+    | AbortAssociation
+)
