@@ -25,7 +25,18 @@ _EXPORTS = {
     "dcm2dict": "aiodicom.convert",
 }
 
-__all__ = [*sorted(_EXPORTS), "__version__"]
+__all__ = [
+    "DicomNode",
+    "DuplicatePolicy",
+    "SCPConfig",
+    "SCPStatistics",
+    "StorageSortKey",
+    "StoreSCP",
+    "StoreSCPServer",
+    "StoredInstance",
+    "__version__",
+    "dcm2dict",
+]
 
 if TYPE_CHECKING:
     from .callbacks import StoredInstance

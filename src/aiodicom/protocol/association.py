@@ -178,6 +178,10 @@ class Association:
         """True once the transport should be (or has been) closed: Sta1 after a start."""
         return self.state is State.STA1 and self._started
 
+    def _is_idle(self) -> bool:
+        # A method, not an inline comparison: mypy narrows self.state across _fire().
+        return self.state is State.STA1
+
     @property
     def established(self) -> bool:
         """True in Sta6: the association is ready for data transfer."""
@@ -220,7 +224,7 @@ class Association:
                 self._pdv_fragment(item)
             else:
                 self._fire(_PDU_EVENTS[type(item)], item)
-            if self.state is State.STA1:
+            if self._is_idle():
                 return
 
     def connection_lost(self) -> None:
