@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import struct
 from dataclasses import dataclass
+from io import BytesIO
 
 import pytest
 from hypothesis import given, settings
@@ -29,6 +30,7 @@ from aiodicom.protocol.dimse_stream import (
 from aiodicom.protocol.errors import RemoteProtocolError
 from aiodicom.protocol.events import DataSetChunkReceived, DimseCommandReceived
 from aiodicom.protocol.pdu import PDVFragment
+from support import need_module
 
 STORE_RQ = CStoreRQ(1, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4.5.6.7.8.9")
 STORE_RQ_BYTES = encode_command(STORE_RQ)
@@ -422,3 +424,63 @@ def test_c_echo_rsp_round_trips_through_stream() -> None:
         MessageAssembler(), fragments_of(encode_message(1, encode_command(rsp), None, 8), 2)
     )
     assert events == [DimseCommandReceived(1, rsp)]
+
+
+# --- pynetdicom as a peer: its fragments into our assembler, ours into its decoder --------
+
+
+def _pynetdicom_store_rq(dataset: bytes) -> object:
+    from pynetdicom.dimse_messages import C_STORE_RQ
+    from pynetdicom.dimse_primitives import C_STORE
+
+    primitive = C_STORE()
+    primitive.MessageID = STORE_RQ.message_id
+    primitive.AffectedSOPClassUID = STORE_RQ.affected_sop_class_uid
+    primitive.AffectedSOPInstanceUID = STORE_RQ.affected_sop_instance_uid
+    primitive.Priority = STORE_RQ.priority
+    primitive.DataSet = BytesIO(dataset)
+    message = C_STORE_RQ()
+    message.primitive_to_message(primitive)
+    return message
+
+
+@pytest.mark.parametrize("max_pdu_length", [16, 1000, 16382])
+def test_pynetdicom_fragments_reassemble(max_pdu_length: int) -> None:
+    need_module("pynetdicom")
+    dataset = bytes(range(256)) * 40
+    message = _pynetdicom_store_rq(dataset)
+    fragments = [
+        PDVFragment(context_id, bool(value[0] & 1), bool(value[0] & 2), True, memoryview(value)[1:])
+        for primitive in message.encode_msg(5, max_pdu_length)  # type: ignore[attr-defined]
+        for context_id, value in primitive.presentation_data_value_list
+    ]
+    events = feed_all(MessageAssembler(), fragments)
+    assert events[0] == DimseCommandReceived(5, STORE_RQ)
+    assert b"".join(bytes(event.data) for event in events[1:]) == dataset  # type: ignore[union-attr]
+    assert events[-1].last  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("max_pdu_length", [8, 1000, 16384])
+def test_pynetdicom_reassembles_our_fragments(max_pdu_length: int) -> None:
+    need_module("pynetdicom")
+    from pynetdicom.dimse_messages import DIMSEMessage
+    from pynetdicom.pdu_primitives import P_DATA
+
+    dataset = bytes(range(256)) * 40
+    stream = encode_message(5, STORE_RQ_BYTES, dataset, max_pdu_length)
+    pdvs = parse_pdata_stream(stream, max_pdu_length)
+    message = DIMSEMessage()
+    complete = False
+    for pdu_index in sorted({pdv.pdu_index for pdv in pdvs}):
+        primitive = P_DATA()
+        primitive.presentation_data_value_list = [
+            [pdv.context_id, bytes([pdv.control]) + pdv.data]
+            for pdv in pdvs
+            if pdv.pdu_index == pdu_index
+        ]
+        assert not complete, "pynetdicom saw the end of the message too early"
+        complete = message.decode_msg(primitive)
+    assert complete
+    assert message.command_set.AffectedSOPInstanceUID == STORE_RQ.affected_sop_instance_uid
+    assert message.command_set.MessageID == STORE_RQ.message_id
+    assert message.data_set.getvalue() == dataset
