@@ -49,3 +49,32 @@ def pydicom_test_files() -> list[Path]:
 
     folder = Path(pydicom.data.__file__).parent / "test_files"
     return sorted(p for p in folder.iterdir() if p.suffix == ".dcm" and p.is_file())
+
+
+def split_part10(data: bytes) -> tuple[bytes, bytes]:
+    """Split a DICOM Part 10 file into (preamble + DICM + meta group, data set bytes).
+
+    The File Meta group is always explicit VR little endian (PS3.10 7.1); its elements
+    are walked one by one, so a missing or wrong (0002,0000) group length does not
+    matter. A file without a preamble returns (b"", data).
+    """
+    if data[128:132] != b"DICM":
+        return b"", data
+    offset = 132
+    while offset + 8 <= len(data):
+        group = int.from_bytes(data[offset : offset + 2], "little")
+        if group != 0x0002:
+            break
+        vr = data[offset + 4 : offset + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"):
+            length = int.from_bytes(data[offset + 8 : offset + 12], "little")
+            offset += 12 + length
+        else:
+            length = int.from_bytes(data[offset + 6 : offset + 8], "little")
+            offset += 8 + length
+    return data[:offset], data[offset:]
+
+
+def part10_dataset_bytes(path: Path) -> bytes:
+    """The data set bytes of a Part 10 file (everything after the File Meta group)."""
+    return split_part10(path.read_bytes())[1]
