@@ -1,0 +1,92 @@
+"""``aiodicom storescp`` as a user runs it: start, receive from DCMTK, Ctrl-C, summary."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+
+from aiodicom import __version__
+from support import need_executable, pydicom_test_files
+
+
+def test_version() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "aiodicom", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert result.stdout.strip() == f"aiodicom {__version__}"
+
+
+def test_help_names_the_options() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "aiodicom", "storescp", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    for option in ("-aet", "--output-directory", "--sort-by", "-pdu", "--fsync", "-td"):
+        assert option in result.stdout
+
+
+def test_storescp_receives_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    echoscu = need_executable("echoscu")
+    storescu = need_executable("storescu")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aiodicom",
+            "storescp",
+            "--bind",
+            "127.0.0.1",
+            "-aet",
+            "CLI_SCP",
+            "-od",
+            str(tmp_path),
+            "--sort-by",
+            "series",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        first_line = process.stdout.readline()
+        found = re.search(r"CLI_SCP listening on port (\d+)", first_line)
+        assert found, first_line
+        port = found.group(1)
+        echo = subprocess.run(
+            [echoscu, "-to", "10", "127.0.0.1", port], capture_output=True, timeout=30
+        )
+        assert echo.returncode == 0, echo.stderr
+        source = next(p for p in pydicom_test_files() if p.name == "MR_small.dcm")
+        store = subprocess.run(
+            [storescu, "-to", "10", "127.0.0.1", port, str(source)],
+            capture_output=True,
+            timeout=30,
+        )
+        assert store.returncode == 0, store.stderr
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr
+    assert "1 stored, 0 failed, 1 echoes" in stdout
+    assert "stored" in stderr  # the one-line log per stored file
+    dataset = pydicom.dcmread(source)
+    assert (tmp_path / dataset.SeriesInstanceUID / f"{dataset.SOPInstanceUID}.dcm").is_file()
