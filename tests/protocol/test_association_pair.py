@@ -259,3 +259,31 @@ def test_transport_loss_mid_association_is_a_provider_abort() -> None:
     events = pair.events(pair.acceptor)
     assert isinstance(events[0], Aborted) and events[0].source == AbortSource.SERVICE_PROVIDER
     assert events[-1] == ConnectionClosed()
+
+
+def test_streamed_message_reassembles_without_copying_the_dataset() -> None:
+    pair = Pair()
+    pair.associate([(CT_IMAGE_STORAGE, [EXPLICIT_VR_LE])], max_pdu_length=16384)
+    dataset = _dataset_bytes(100_000)
+    store = CStoreRQ(5, CT_IMAGE_STORAGE, "1.2.3.5")
+    offset = 0
+    wire = bytearray()
+    for header, data_length in pair.requestor.stream_message(1, store, len(dataset), pair.now):
+        wire += header
+        wire += dataset[offset : offset + data_length]
+        offset += data_length
+    assert offset == len(dataset)
+    pair.deliver(bytes(wire), pair.acceptor)
+    events = pair.events(pair.acceptor)
+    assert isinstance(events[0], DimseCommandReceived) and events[0].command == store
+    received = b"".join(bytes(e.data) for e in events[1:] if isinstance(e, DataSetChunkReceived))
+    assert received == dataset
+
+
+def test_streamed_message_checks_state_and_context_eagerly() -> None:
+    pair = Pair()
+    with pytest.raises(LocalProtocolError):
+        pair.requestor.stream_message(1, CEchoRQ(1), None, 0.0)
+    pair.associate([(VERIFICATION, [EXPLICIT_VR_LE])], max_pdu_length=16384)
+    with pytest.raises(LocalProtocolError):
+        pair.requestor.stream_message(7, CEchoRQ(1), None, 0.0)

@@ -25,11 +25,12 @@ Upper Layer, and are not here.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from .codes import AbortReason, AbortSource, ContextResult
-from .dimse import encode_command
-from .dimse_stream import MessageAssembler, encode_message
+from .dimse import DimseCommand, encode_command
+from .dimse_stream import MessageAssembler, encode_message, iter_message_pdus
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .events import (
     AbortAssociation,
@@ -238,6 +239,23 @@ class Association:
         if self._artim_deadline is not None and now >= self._artim_deadline:
             self._artim_deadline = None
             self._fire(StateEvent.EVT18, None)
+
+    def stream_message(
+        self, context_id: int, command: DimseCommand, dataset_length: int | None, now: float
+    ) -> Iterator[tuple[bytes, int]]:
+        """P-DATA request for a message whose data set the caller writes itself.
+
+        For large data sets (a file sent from disk): returns ``(header, data_length)``
+        pairs; the caller writes ``header``, then the next ``data_length`` bytes of the
+        data set, in order, so the data set is never copied here. The state and the
+        context are checked once, now (Evt9); a caller that also reads from the peer
+        should stop writing when :attr:`established` turns false mid-way.
+        """
+        self._now = now
+        self._fire(StateEvent.EVT9, _StreamedMessage(context_id))
+        return iter_message_pdus(
+            context_id, encode_command(command), dataset_length, self.peer_max_pdu_length
+        )
 
     def send(self, event: SendEvent, now: float) -> bytes:
         """Issue a local primitive; returns the bytes to write (also :meth:`data_to_send`).
@@ -480,6 +498,13 @@ class Association:
             return Abort(AbortSource.SERVICE_PROVIDER, payload.abort_reason)
         # A well-formed PDU that is not expected in this state (PS3.8 9.3.8).
         return Abort(AbortSource.SERVICE_PROVIDER, AbortReason.UNEXPECTED_PDU)
+
+
+@dataclass(frozen=True, slots=True)
+class _StreamedMessage:
+    """The payload of Evt9 for :meth:`Association.stream_message`."""
+
+    context_id: int
 
 
 def _describe(payload: object) -> str:
