@@ -386,9 +386,11 @@ class Association:
 
     def _dt_1(self, payload: object) -> None:
         # Send P-DATA-TF.
-        assert isinstance(payload, SendMessage)
+        assert isinstance(payload, SendMessage | _StreamedMessage)
         if payload.context_id not in self.accepted_context_ids:
             raise LocalProtocolError(f"presentation context {payload.context_id} was not accepted")
+        if isinstance(payload, _StreamedMessage):
+            return  # the caller writes the PDUs that stream_message() returns
         self._outgoing += encode_message(
             payload.context_id,
             encode_command(payload.command),

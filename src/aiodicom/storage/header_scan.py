@@ -95,12 +95,11 @@ _MAX_WANTED_VALUE: Final = 1024
 # Inflate in small steps so a deflated data set is only expanded as far as needed.
 _INFLATE_STEP: Final = 64 * 1024
 
-_TAG_LE: Final = struct.Struct("<HH")
-_TAG_BE: Final = struct.Struct(">HH")
-_ITEM_HEADER_LE: Final = struct.Struct("<HHL")
-_ITEM_HEADER_BE: Final = struct.Struct(">HHL")
-_U16_LE: Final = struct.Struct("<H")
-_U16_BE: Final = struct.Struct(">H")
+# PS3.5 7.1.2/7.1.3: the first 8 bytes of an element (and of an item, 7.5).
+_IMPLICIT_HEADER_LE: Final = struct.Struct("<HHL")
+_IMPLICIT_HEADER_BE: Final = struct.Struct(">HHL")
+_EXPLICIT_HEADER_LE: Final = struct.Struct("<HH2sH")
+_EXPLICIT_HEADER_BE: Final = struct.Struct(">HH2sH")
 _U32_LE: Final = struct.Struct("<L")
 _U32_BE: Final = struct.Struct(">L")
 
@@ -125,15 +124,41 @@ class HeaderFields:
 
 class _Frame:
     """One level of the walk: a data set (elements) or the inside of an undefined-length
-    element (items and the sequence delimiter)."""
+    element (items and the sequence delimiter), with the structs its encoding needs."""
 
-    __slots__ = ("big_endian", "first_element", "implicit_vr", "is_sequence")
+    __slots__ = (
+        "big_endian",
+        "first_element",
+        "header",
+        "implicit_vr",
+        "is_sequence",
+        "long_length",
+    )
 
     def __init__(self, *, is_sequence: bool, implicit_vr: bool, big_endian: bool) -> None:
         self.is_sequence = is_sequence
-        self.implicit_vr = implicit_vr
         self.big_endian = big_endian
         self.first_element = not is_sequence
+        self.long_length = _U32_BE if big_endian else _U32_LE
+        self._set_form(implicit_vr)
+
+    def _set_form(self, implicit_vr: bool) -> None:
+        self.implicit_vr = implicit_vr
+        # PS3.5 7.5: item and delimiter headers have the implicit VR shape everywhere.
+        if implicit_vr or self.is_sequence:
+            self.header = _IMPLICIT_HEADER_BE if self.big_endian else _IMPLICIT_HEADER_LE
+        else:
+            self.header = _EXPLICIT_HEADER_BE if self.big_endian else _EXPLICIT_HEADER_LE
+
+    def sniff_vr_form(self, candidate_vr: bytes) -> bool:
+        """Fix an implicit/explicit mix-up from the first element; True if it changed."""
+        if self.implicit_vr:
+            mixed_up = candidate_vr in _KNOWN_VRS
+        else:
+            mixed_up = not (candidate_vr.isalpha() and candidate_vr.isupper())
+        if mixed_up:
+            self._set_form(not self.implicit_vr)
+        return mixed_up
 
 
 class HeaderScanner:
@@ -260,78 +285,74 @@ class HeaderScanner:
         end = len(buffer)
         position = 0
         stack = self._stack
-        while True:
-            frame = stack[-1]
-            available = end - position
-            if available < 8:
-                break
+        top = stack[0]
+        frame = stack[-1]
+        while end - position >= 8:
             if frame.is_sequence:
-                item_header = _ITEM_HEADER_BE if frame.big_endian else _ITEM_HEADER_LE
-                group, element, length = item_header.unpack_from(buffer, position)
+                group, element, length = frame.header.unpack_from(buffer, position)
                 tag = group << 16 | element
                 position += 8
                 if tag == _ITEM:
                     if length == UNDEFINED_LENGTH:
-                        self._push(False, frame.implicit_vr, frame.big_endian)
+                        frame = self._push(False, frame.implicit_vr, frame.big_endian)
                         continue
                     position += length
                 elif tag == _SEQUENCE_DELIMITATION:
                     stack.pop()
+                    frame = stack[-1]
                     continue
                 else:
                     raise HeaderScanError(
                         f"expected an item or sequence delimiter, found ({group:04X},{element:04X})"
                     )
             else:
-                tag_struct = _TAG_BE if frame.big_endian else _TAG_LE
-                group, element = tag_struct.unpack_from(buffer, position)
-                tag = group << 16 | element
-                at_top = len(stack) == 1
-                if at_top and tag > _SERIES_INSTANCE_UID:
+                # One unpack per element: (group, element, length) in implicit VR,
+                # (group, element, VR, 16-bit length) in explicit VR.
+                fields = frame.header.unpack_from(buffer, position)
+                group = fields[0]
+                tag = group << 16 | fields[1]
+                if tag > _SERIES_INSTANCE_UID and frame is top:
                     self._done = True
                     break
                 if group == 0xFFFE:
-                    if tag == _ITEM_DELIMITATION and not at_top:
+                    if tag == _ITEM_DELIMITATION and frame is not top:
                         stack.pop()
+                        frame = stack[-1]
                         position += 8
                         continue
                     raise HeaderScanError(
-                        f"unexpected delimiter ({group:04X},{element:04X}) in a data set"
+                        f"unexpected delimiter ({group:04X},{fields[1]:04X}) in a data set"
                     )
                 if frame.first_element:
                     frame.first_element = False
-                    _sniff_vr_form(frame, bytes(buffer[position + 4 : position + 6]))
+                    if frame.sniff_vr_form(bytes(buffer[position + 4 : position + 6])):
+                        fields = frame.header.unpack_from(buffer, position)
+                header_length = 8
                 if frame.implicit_vr:
-                    u32 = _U32_BE if frame.big_endian else _U32_LE
-                    (length,) = u32.unpack_from(buffer, position + 4)
-                    header_length = 8
+                    length = fields[2]
                     vr = b""
                 else:
-                    vr = bytes(buffer[position + 4 : position + 6])
+                    vr = fields[2]
+                    length = fields[3]
                     if vr in _LONG_LENGTH_VRS:
-                        if available < 12:
+                        if end - position < 12:
                             break
-                        u32 = _U32_BE if frame.big_endian else _U32_LE
-                        (length,) = u32.unpack_from(buffer, position + 8)
+                        (length,) = frame.long_length.unpack_from(buffer, position + 8)
                         header_length = 12
-                    else:
-                        u16 = _U16_BE if frame.big_endian else _U16_LE
-                        (length,) = u16.unpack_from(buffer, position + 6)
-                        header_length = 8
                 if length == UNDEFINED_LENGTH:
                     position += header_length
                     if vr == b"UN":
                         # PS3.5 6.2.2: an undefined-length UN stays in implicit VR LE form.
-                        self._push(True, True, False)
+                        frame = self._push(True, frame.implicit_vr, frame.big_endian)
                     else:
-                        self._push(True, frame.implicit_vr, frame.big_endian)
+                        frame = self._push(True, frame.implicit_vr, frame.big_endian)
                     continue
-                if at_top and tag in _WANTED:
+                if tag in _WANTED and frame is top:
                     if length > _MAX_WANTED_VALUE:
                         raise HeaderScanError(
-                            f"({group:04X},{element:04X}) has an implausible length {length}"
+                            f"({group:04X},{fields[1]:04X}) has an implausible length {length}"
                         )
-                    if available < header_length + length:
+                    if end - position < header_length + length:
                         break
                     start = position + header_length
                     self._values[tag] = bytes(buffer[start : start + length])
@@ -347,23 +368,14 @@ class HeaderScanner:
                 break
         del buffer[:position]
 
-    def _push(self, is_sequence: bool, implicit_vr: bool, big_endian: bool) -> None:
+    def _push(self, is_sequence: bool, implicit_vr: bool, big_endian: bool) -> _Frame:
         # A bounded explicit stack instead of recursion: a hostile peer cannot exhaust
         # the interpreter stack with deeply nested sequences.
         if len(self._stack) > MAX_NESTING_DEPTH:
             raise HeaderScanError(f"sequences nested deeper than {MAX_NESTING_DEPTH}")
-        self._stack.append(
-            _Frame(is_sequence=is_sequence, implicit_vr=implicit_vr, big_endian=big_endian)
-        )
-
-
-def _sniff_vr_form(frame: _Frame, candidate_vr: bytes) -> None:
-    """Fix an implicit/explicit mix-up from the first element of a data set."""
-    if frame.implicit_vr:
-        if candidate_vr in _KNOWN_VRS:
-            frame.implicit_vr = False
-    elif not (candidate_vr.isalpha() and candidate_vr.isupper()):
-        frame.implicit_vr = True
+        frame = _Frame(is_sequence=is_sequence, implicit_vr=implicit_vr, big_endian=big_endian)
+        self._stack.append(frame)
+        return frame
 
 
 def _decode_uid(raw: bytes | None) -> str | None:
