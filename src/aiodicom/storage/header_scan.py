@@ -343,7 +343,7 @@ class HeaderScanner:
                     position += header_length
                     if vr == b"UN":
                         # PS3.5 6.2.2: an undefined-length UN stays in implicit VR LE form.
-                        frame = self._push(True, frame.implicit_vr, frame.big_endian)
+                        frame = self._push(True, True, False)
                     else:
                         frame = self._push(True, frame.implicit_vr, frame.big_endian)
                     continue
