@@ -51,6 +51,11 @@ async def _run(arguments: list[str], timeout: float = 60.0) -> subprocess.Comple
         return await anyio.run_process(arguments, check=False)
 
 
+@pytest.mark.parametrize(
+    "anyio_backend",
+    ["asyncio", ("asyncio", {"use_uvloop": True}), "trio"],
+    ids=["asyncio", "uvloop", "trio"],
+)
 async def test_echoscu(tmp_path: Path) -> None:
     echoscu = need_executable("echoscu")
     async with running_scp(tmp_path) as scp:
@@ -140,6 +145,11 @@ def _difference(original: Dataset, received: Dataset) -> str:
     return ""
 
 
+@pytest.mark.parametrize(
+    "anyio_backend",
+    ["asyncio", ("asyncio", {"use_uvloop": True}), "trio"],
+    ids=["asyncio", "uvloop", "trio"],
+)
 async def test_concurrent_storescu_associations(tmp_path: Path) -> None:
     storescu = need_executable("storescu")
     source = next(p for p in pydicom_test_files() if p.name == "CT_small.dcm")
