@@ -17,9 +17,11 @@ callbacks run afterwards (see :mod:`aiodicom.callbacks`).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
+import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,10 +30,12 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-from anyio.abc import ByteStream, SocketAttribute, TaskGroup, TaskStatus
+from anyio.abc import ByteStream, Listener, SocketAttribute, TaskGroup, TaskStatus
+from anyio.streams.tls import TLSListener
 
 from .callbacks import CallbackRunner, DatasetCallback, EventCallback, StoredInstance
 from .protocol.association import Association
+from .protocol.codes import RejectResult, RejectSource, RejectUserReason
 from .protocol.dimse import CEchoRQ, CEchoRSP, CStoreRQ, CStoreRSP, OtherCommand, Status
 from .protocol.events import (
     Aborted,
@@ -48,6 +52,7 @@ from .protocol.events import (
 from .protocol.negotiation import (
     AcceptorPolicy,
     NegotiatedAssociation,
+    UserIdentityVerifier,
     association_limit_reject,
     negotiate_as_acceptor,
 )
@@ -100,6 +105,19 @@ class SCPConfig:
     max_pending_callbacks: int = 32
     tcp_quickack: bool = True
     reuse_port: bool = False
+    # Access control. Peers outside these networks (e.g. ("10.0.0.0/8", "::1/128")) are
+    # refused with A-ASSOCIATE-RJ 1/1/1 (permanent, service-user, no reason given).
+    allowed_networks: tuple[str, ...] | None = None
+    # User Identity negotiation (PS3.7 D.3.3.7): called with the identity and the
+    # calling AE title; True or bytes (a server response) accepts, False/None refuses
+    # with A-ASSOCIATE-RJ 1/2/1. With require_user_identity, peers without one are
+    # refused the same way.
+    user_identity_verifier: UserIdentityVerifier | None = None
+    require_user_identity: bool = False
+    # DICOM TLS (PS3.15 B.9 / BCP 195): an ssl.SSLContext for the server side, e.g. from
+    # aiodicom.tls.server_context(); None serves plain TCP.
+    ssl_context: ssl.SSLContext | None = field(default=None, compare=False)
+    tls_handshake_timeout: float = 30.0
 
 
 @dataclass
@@ -148,6 +166,15 @@ class StoreSCP:
             allowed_calling_ae_titles=self.config.allowed_calling_ae_titles,
             max_pdu_length=self.config.max_pdu_length,
             max_operations_performed=self.config.max_operations_performed,
+            user_identity_verifier=self.config.user_identity_verifier,
+            require_user_identity=self.config.require_user_identity,
+        )
+        self._allowed_networks = (
+            None
+            if self.config.allowed_networks is None
+            else tuple(
+                ipaddress.ip_network(net, strict=False) for net in self.config.allowed_networks
+            )
         )
         if self.config.accept_any_sop_class:
             self.policy = replace(self.policy, abstract_syntaxes=None)
@@ -177,10 +204,19 @@ class StoreSCP:
         self._stop_requested = anyio.Event()
         self._stopping = False
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        listener = await anyio.create_tcp_listener(
+        listener: Listener[Any] = await anyio.create_tcp_listener(
             local_host=self.host, local_port=self.requested_port, reuse_port=self.config.reuse_port
         )
         self.port = int(listener.extra(SocketAttribute.local_port))
+        if self.config.ssl_context is not None:
+            # standard_compatible=False: DICOM peers commonly close without a TLS
+            # close_notify; that must not count as an error.
+            listener = TLSListener(
+                listener,
+                self.config.ssl_context,
+                standard_compatible=False,
+                handshake_timeout=self.config.tls_handshake_timeout,
+            )
         removed = await self.storage.start_cleanup()
         if removed:
             logger.warning("removed %d temporary files left by an earlier run", removed)
@@ -252,6 +288,20 @@ class StoreSCP:
         self.shutdown()
         result: bool | None = await self._own_task_group_cm.__aexit__(exc_type, exc, traceback)
         return result
+
+    def peer_allowed(self, peer: tuple[str, int] | None) -> bool:
+        """True when the peer's address is in ``SCPConfig.allowed_networks`` (or no list)."""
+        if self._allowed_networks is None:
+            return True
+        if peer is None:
+            return False
+        try:
+            address = ipaddress.ip_address(peer[0].split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._allowed_networks)
 
     @property
     def callback_failures(self) -> int:
@@ -386,6 +436,14 @@ class _Session:
         server = self.server
         request = event.request
         stats = server.stats
+        if not server.peer_allowed(self.peer):
+            stats.rejected_associations += 1
+            logger.warning("%s: association refused: address not allowed", self.name)
+            reject = AssociateRJ(
+                RejectResult.PERMANENT, RejectSource.SERVICE_USER, RejectUserReason.NO_REASON
+            )
+            await self.connection.send(RejectAssociation(reject))
+            return
         if stats.active_associations >= server.config.max_associations:
             stats.rejected_associations += 1
             logger.warning(

@@ -9,8 +9,8 @@ import anyio
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from scp_helpers import LOOPBACK, leftover_temporary_files, running_scp, stored_files
 
+from scp_helpers import LOOPBACK, leftover_temporary_files, running_scp, stored_files
 from support import need_executable, pydicom_test_files
 
 pytestmark = pytest.mark.anyio
