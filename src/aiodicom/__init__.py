@@ -23,28 +23,77 @@ _EXPORTS = {
     "StorageSortKey": "aiodicom.models",
     "StoredInstance": "aiodicom.callbacks",
     "dcm2dict": "aiodicom.convert",
+    "AssociationAbortedError": "aiodicom.client",
+    "AssociationRejectedError": "aiodicom.client",
+    "ClientAssociation": "aiodicom.client",
+    "ClientError": "aiodicom.scu_files",
+    "DicomFile": "aiodicom.scu_files",
+    "DimseTimeout": "aiodicom.transport",
+    "NoPresentationContextError": "aiodicom.scu_files",
+    "NotDicomFileError": "aiodicom.scu_files",
+    "StoreResult": "aiodicom.scu_files",
+    "TooManyContextsError": "aiodicom.scu_files",
+    "associate": "aiodicom.client",
+    "contexts_for_datasets": "aiodicom.scu_files",
+    "contexts_for_files": "aiodicom.scu_files",
+    "read_dicom_file": "aiodicom.scu_files",
+    "store_files": "aiodicom.client",
 }
 
 __all__ = [
+    "AssociationAbortedError",
+    "AssociationRejectedError",
+    "ClientAssociation",
+    "ClientError",
+    "DicomFile",
     "DicomNode",
+    "DimseTimeout",
     "DuplicatePolicy",
+    "NoPresentationContextError",
+    "NotDicomFileError",
     "SCPConfig",
     "SCPStatistics",
     "StorageSortKey",
+    "StoreResult",
     "StoreSCP",
     "StoreSCPServer",
     "StoredInstance",
+    "TooManyContextsError",
     "__version__",
+    "associate",
+    "contexts_for_datasets",
+    "contexts_for_files",
     "dcm2dict",
+    "read_dicom_file",
+    "store_files",
 ]
 
 if TYPE_CHECKING:
     from .callbacks import StoredInstance
+    from .client import (
+        AssociationAbortedError,
+        AssociationRejectedError,
+        ClientAssociation,
+        associate,
+        store_files,
+    )
     from .convert import dcm2dict
     from .models import DicomNode, StorageSortKey
     from .net import StoreSCPServer
     from .scp import SCPConfig, SCPStatistics, StoreSCP
+    from .scu_files import (
+        ClientError,
+        DicomFile,
+        NoPresentationContextError,
+        NotDicomFileError,
+        StoreResult,
+        TooManyContextsError,
+        contexts_for_datasets,
+        contexts_for_files,
+        read_dicom_file,
+    )
     from .storage import DuplicatePolicy
+    from .transport import DimseTimeout
 
 
 def __getattr__(name: str) -> Any:
