@@ -1,7 +1,9 @@
-"""The ``aiodicom`` command line: ``aiodicom storescp [options] PORT``.
+"""The ``aiodicom`` command line: ``aiodicom storescp [options] PORT``,
+``aiodicom echoscu [options] HOST PORT`` and ``aiodicom storescu [options] HOST PORT PATH...``.
 
-Options follow DCMTK's storescp where one exists (``-aet``, ``-od``, ``-pdu``, ``-ta``,
-``-td``, ``-v``, ``-d``), so people can type what they already know.
+Options follow DCMTK's storescp, echoscu and storescu where one exists (``-aet``,
+``-aec``, ``-od``, ``-pdu``, ``-to``, ``-ta``, ``-td``, ``-v``, ``-d``), so people can type
+what they already know.
 """
 
 from __future__ import annotations
@@ -9,12 +11,26 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import anyio
 
 from . import __version__
+from .client import DEFAULT_WINDOW, associate, store_files
+from .protocol.dimse import status_category
+from .protocol.negotiation import DEFAULT_MAX_PDU_LENGTH
 from .scp import SCPConfig, StoreSCP, serve_until_signalled
+from .scu_files import (
+    ClientError,
+    DicomFile,
+    NotDicomFileError,
+    StoreResult,
+    find_files,
+    read_dicom_file,
+)
 from .storage import DuplicatePolicy, StorageSortKey
 
 logger = logging.getLogger("aiodicom.cli")
@@ -127,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbosity.add_argument("-v", "--verbose", action="store_true", help="log every stored file")
     verbosity.add_argument("-d", "--debug", action="store_true", help="debug logging")
     scp.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    _add_scu_parsers(commands)
     return parser
 
 
@@ -184,6 +201,8 @@ async def _run_storescp(arguments: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
+    if arguments.command in ("echoscu", "storescu"):
+        return _run_scu_command(arguments)
     _configure_logging(arguments)
     if arguments.command == "storescp":
         backend_options: dict[str, object] = {}
@@ -202,3 +221,286 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     parser.error(f"unknown command {arguments.command}")
     return 2
+
+
+# --- echoscu and storescu -----------------------------------------------------------------------
+
+
+def _add_scu_parsers(commands: Any) -> None:
+    echo = commands.add_parser(
+        "echoscu",
+        help="check that a DICOM peer answers (C-ECHO)",
+        description="A Verification SCU: opens an association, sends C-ECHO, releases.",
+    )
+    _add_peer_arguments(echo)
+    echo.add_argument(
+        "--repeat", type=int, default=1, metavar="N", help="send N echoes on the association"
+    )
+    _add_scu_verbosity(echo)
+
+    store = commands.add_parser(
+        "storescu",
+        help="send DICOM files (C-STORE) to a peer",
+        description=(
+            "A Storage SCU. Sends each DICOM file as it is on disk, in its own transfer "
+            "syntax (no transcoding), on contexts proposed from the files themselves. "
+            "Files that are not DICOM are skipped and listed. Exit status: 0 when every "
+            "DICOM file was stored (success or warning), 1 when any failed or none could "
+            "be sent, 2 when the command itself cannot run."
+        ),
+    )
+    _add_peer_arguments(store)
+    store.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
+    store.add_argument("-r", "--recursive", action="store_true", help="descend into subdirectories")
+    store.add_argument(
+        "--associations",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="associations to send over at once (default 1)",
+    )
+    store.add_argument(
+        "--window",
+        type=_positive_int,
+        default=DEFAULT_WINDOW,
+        metavar="N",
+        help=(
+            f"asynchronous operations window to propose (default {DEFAULT_WINDOW}): up to N "
+            "C-STORE requests outstanding when the peer accepts; peers that do not answer "
+            "a window get one at a time; 1 never pipelines"
+        ),
+    )
+    store.add_argument(
+        "--no-progress", action="store_true", help="no progress bar, even on a terminal"
+    )
+    _add_scu_verbosity(store)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _add_peer_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("host", help="the peer's host name or address")
+    parser.add_argument("port", type=int, help="the peer's TCP port")
+    parser.add_argument("-aet", "--aetitle", default="AIODICOM", help="our (calling) AE title")
+    parser.add_argument(
+        "-aec", "--call", default="ANY-SCP", metavar="AET", help="the peer's (called) AE title"
+    )
+    parser.add_argument(
+        "-pdu",
+        "--max-pdu",
+        type=int,
+        default=DEFAULT_MAX_PDU_LENGTH,
+        metavar="BYTES",
+        help="largest P-DATA-TF PDU we accept (our Maximum Length)",
+    )
+    parser.add_argument(
+        "-to",
+        "--connect-timeout",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="wait for the TCP connection (0: none)",
+    )
+    parser.add_argument(
+        "-ta",
+        "--acse-timeout",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="wait for association accept/release answers (0: none)",
+    )
+    parser.add_argument(
+        "-td",
+        "--dimse-timeout",
+        type=_positive_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="wait for a response, or for the peer to take our data (0: none)",
+    )
+
+
+def _add_scu_verbosity(parser: argparse.ArgumentParser) -> None:
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="log associations")
+    verbosity.add_argument("-d", "--debug", action="store_true", help="debug logging")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="errors only")
+
+
+def _run_scu_command(arguments: argparse.Namespace) -> int:
+    # Quiet by default: the summary says what happened; -v/-d add the protocol's story.
+    level = logging.WARNING
+    if arguments.debug:
+        level = logging.DEBUG
+    elif arguments.verbose:
+        level = logging.INFO
+    elif arguments.quiet:
+        level = logging.ERROR
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    name = f"aiodicom {arguments.command}"
+    runner = _run_echoscu if arguments.command == "echoscu" else _run_storescu
+    try:
+        return anyio.run(runner, arguments, backend_options=_backend_options())
+    except KeyboardInterrupt:
+        return 130
+    except (ClientError, OSError, TimeoutError) as error:
+        print(f"{name}: {error}", file=sys.stderr)
+        return 2
+
+
+def _backend_options() -> dict[str, object]:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
+def _association_options(arguments: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "called_ae": arguments.call,
+        "calling_ae": arguments.aetitle,
+        "max_pdu": arguments.max_pdu,
+        "connect_timeout": arguments.connect_timeout,
+        "acse_timeout": arguments.acse_timeout,
+        "dimse_timeout": arguments.dimse_timeout,
+    }
+
+
+async def _run_echoscu(arguments: argparse.Namespace) -> int:
+    failures = 0
+    async with associate(arguments.host, arguments.port, **_association_options(arguments)) as peer:
+        for _ in range(arguments.repeat):
+            started = anyio.current_time()
+            status = await peer.echo()
+            elapsed = (anyio.current_time() - started) * 1000
+            category = status_category(status)
+            if category != "success":
+                failures += 1
+            if not arguments.quiet:
+                print(
+                    f"aiodicom echoscu: {arguments.call} at {arguments.host}:{arguments.port} "
+                    f"answered 0x{status:04X} ({category}) in {elapsed:.1f} ms",
+                    flush=True,
+                )
+    return 1 if failures else 0
+
+
+async def _run_storescu(arguments: argparse.Namespace) -> int:
+    name = "aiodicom storescu"
+    paths = find_files(arguments.paths, recursive=arguments.recursive)
+
+    def read_all() -> tuple[list[DicomFile], list[tuple[Path, str]]]:
+        readable: list[DicomFile] = []
+        skipped: list[tuple[Path, str]] = []
+        for path in paths:
+            try:
+                readable.append(read_dicom_file(path))
+            except (NotDicomFileError, OSError) as error:
+                skipped.append((path, getattr(error, "reason", None) or str(error)))
+        return readable, skipped
+
+    files, skipped = await anyio.to_thread.run_sync(read_all)
+    progress = _Progress(
+        total_files=len(files),
+        total_bytes=sum(dicom_file.dataset_length for dicom_file in files),
+        enabled=sys.stderr.isatty() and not arguments.no_progress and not arguments.quiet,
+    )
+    started = anyio.current_time()
+    results = await store_files(
+        arguments.host,
+        arguments.port,
+        files,
+        associations=arguments.associations,
+        window=arguments.window,
+        on_result=progress.update,
+        **_association_options(arguments),
+    )
+    progress.finish()
+    elapsed = max(anyio.current_time() - started, 1e-9)
+    stored = [result for result in results if result.ok]
+    warnings = [
+        result
+        for result in stored
+        if result.status is not None and status_category(result.status) == "warning"
+    ]
+    failed = [result for result in results if not result.ok]
+    megabytes = sum(result.size for result in stored) / 1e6
+    print(
+        f"{name}: {len(stored)} sent ({len(warnings)} with warnings), {len(failed)} failed, "
+        f"{len(skipped)} skipped (not DICOM); {megabytes:.1f} MB in {elapsed:.2f} s "
+        f"({megabytes / elapsed:.1f} MB/s, {len(stored) / elapsed:.0f} files/s)",
+        flush=True,
+    )
+    if failed:
+        by_status: dict[str, int] = {}
+        for result in failed:
+            key = f"0x{result.status:04X}" if result.status is not None else "not sent"
+            by_status[key] = by_status.get(key, 0) + 1
+        print("failed: " + ", ".join(f"{count} {key}" for key, count in sorted(by_status.items())))
+        for result in failed[:_LISTED_FAILURES]:
+            if result.status is not None:
+                reason = f"status 0x{result.status:04X} ({status_category(result.status)})"
+                if result.error_comment:
+                    reason += f": {result.error_comment}"
+            else:
+                reason = result.error or "not sent"
+            print(f"  {result.path}: {reason}")
+        if len(failed) > _LISTED_FAILURES:
+            print(f"  ... and {len(failed) - _LISTED_FAILURES} more")
+    for result in warnings:
+        assert result.status is not None
+        print(f"  warning 0x{result.status:04X}: {result.path}")
+    if skipped:
+        print("skipped (not DICOM):")
+        for path, reason in skipped:
+            print(f"  {path}: {reason}")
+    return 1 if failed or not files else 0
+
+
+_LISTED_FAILURES = 50
+
+
+class _Progress:
+    """A one-line progress bar on stderr (files, MB, MB/s), redrawn at most 10 times a
+    second; silent when stderr is not a terminal."""
+
+    def __init__(self, *, total_files: int, total_bytes: int, enabled: bool) -> None:
+        self.total_files = total_files
+        self.total_bytes = total_bytes
+        self.enabled = enabled
+        self.files = 0
+        self.bytes = 0
+        self.started = time.monotonic()
+        self.last_drawn = 0.0
+
+    def update(self, result: StoreResult) -> None:
+        self.files += 1
+        self.bytes += result.size
+        now = time.monotonic()
+        if self.enabled and (now - self.last_drawn >= 0.1 or self.files == self.total_files):
+            self.last_drawn = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        fraction = self.bytes / self.total_bytes if self.total_bytes else 1.0
+        width = 30
+        filled = int(width * min(fraction, 1.0))
+        rate = self.bytes / 1e6 / max(now - self.started, 1e-9)
+        sys.stderr.write(
+            f"\r[{'#' * filled}{' ' * (width - filled)}] {self.files}/{self.total_files} files "
+            f"{self.bytes / 1e6:.1f}/{self.total_bytes / 1e6:.1f} MB {rate:.1f} MB/s"
+        )
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.enabled and self.files:
+            self._draw(time.monotonic())
+            sys.stderr.write("\n")
+            sys.stderr.flush()

@@ -111,6 +111,9 @@ __all__ = [
     "store_files",
 ]
 
+# The asynchronous operations window we propose by default (PS3.7 D.3.3.3). Harmless to
+# peers without asynchronous operations: they answer 1 or leave the item out (= 1).
+DEFAULT_WINDOW = 16
 # Data sets larger than this are read in a worker thread; smaller ones inline, where a
 # thread hop would cost more than the read (page-cache reads of a few KiB take µs).
 _INLINE_READ_LIMIT = 256 * 1024
@@ -257,6 +260,8 @@ class ClientAssociation:
         self._changed = anyio.Event()  # set (and replaced) whenever a response arrives
         self._closed = anyio.Event()
         self._broken = False  # a message was cut short: nothing more may be written
+        # The most requests that were outstanding at once (how much pipelining happened).
+        self.peak_outstanding = 0
 
     # --- Services --------------------------------------------------------------------------
 
@@ -510,6 +515,7 @@ class ClientAssociation:
         self._next_message_id = message_id % _MAX_MESSAGE_ID + 1
         pending = _Pending(message_id, anyio.Event(), anyio.current_time())
         self._pending[message_id] = pending
+        self.peak_outstanding = max(self.peak_outstanding, len(self._pending))
         return pending
 
     async def _wait_for_slot(self) -> None:
@@ -662,7 +668,7 @@ async def associate(
     calling_ae: str = "AIODICOM",
     contexts: Sequence[tuple[str, Sequence[str]]] | None = None,
     max_pdu: int = DEFAULT_MAX_PDU_LENGTH,
-    window: int = 1,
+    window: int = DEFAULT_WINDOW,
     connect_timeout: float | None = 30.0,
     acse_timeout: float | None = 30.0,
     dimse_timeout: float | None = 60.0,
@@ -689,19 +695,24 @@ async def associate(
         max_operations_invoked=window,
         max_operations_performed=1,
     )
-    with anyio.fail_after(connect_timeout if connect_timeout else float("inf")):
-        raw_stream: ByteStream
-        if ssl_context is None:
-            raw_stream = await anyio.connect_tcp(host, port)
-        else:
-            raw_stream = await anyio.connect_tcp(
-                host,
-                port,
-                ssl_context=ssl_context,
-                # DICOM peers commonly close without the TLS close_notify exchange.
-                tls_standard_compatible=False,
-                tls_hostname=tls_hostname,
-            )
+    raw_stream: ByteStream
+    try:
+        with anyio.fail_after(connect_timeout if connect_timeout else float("inf")):
+            if ssl_context is None:
+                raw_stream = await anyio.connect_tcp(host, port)
+            else:
+                raw_stream = await anyio.connect_tcp(
+                    host,
+                    port,
+                    ssl_context=ssl_context,
+                    # DICOM peers commonly close without the TLS close_notify exchange.
+                    tls_standard_compatible=False,
+                    tls_hostname=tls_hostname,
+                )
+    except OSError as error:
+        raise anyio.ConnectionFailed(f"cannot connect to {host} port {port}: {error}") from error
+    except TimeoutError:
+        raise TimeoutError(f"no connection to {host} port {port} in {connect_timeout} s") from None
     stream = _ClientStream(raw_stream)
     association = Association(
         Role.REQUESTOR, artim_timeout=acse_timeout if acse_timeout else float("inf")
@@ -784,8 +795,6 @@ async def _negotiate(
 
 
 # --- Many files, several associations -------------------------------------------------------------
-
-DEFAULT_WINDOW = 16
 
 
 async def store_files(
