@@ -95,6 +95,7 @@ from .scu_files import (
     encode_dataset,
     read_dicom_file,
     unsent_result,
+    wire_length,
 )
 from .transport import Connection, DimseTimeout
 
@@ -458,7 +459,10 @@ class ClientAssociation:
             async with stream.lock:
                 self._check_usable()
                 pdus = association.stream_message(
-                    context_id, command, dicom_file.dataset_length, anyio.current_time()
+                    context_id,
+                    command,
+                    wire_length(dicom_file.dataset_length),
+                    anyio.current_time(),
                 )
                 reader = FileMessageReader(
                     file, pdus, dicom_file.dataset_length, chunk_size=self._chunk_size

@@ -69,6 +69,7 @@ __all__ = [
     "find_files",
     "read_dicom_file",
     "unsent_result",
+    "wire_length",
 ]
 
 # Write buffers of 1 MiB: few enough system calls and thread hops per gigabyte, small
@@ -350,14 +351,26 @@ def batch_positions(files: Sequence[DicomFile], max_contexts: int) -> list[list[
 # --- Sending a data set from disk ----------------------------------------------------------------
 
 
+def wire_length(dataset_length: int) -> int:
+    """The data set's length on the wire: odd lengths get one trailing NUL.
+
+    PS3.8 Annex E.1 wants even fragments (DCMTK aborts on an odd one) and PS3.5 A.5 pads
+    an odd deflated stream with one trailing NUL byte. Only a deflated data set written
+    without that pad, or a damaged (truncated) file, has an odd length; the pad is the
+    only change ever made to a file's bytes, and a reader ignores it (PS3.5 A.5 Note 4).
+    """
+    return dataset_length + (dataset_length & 1)
+
+
 class FileMessageReader:
     """Write buffers for one message whose data set is read from an open file.
 
-    ``pdus`` are the ``(header, data_length)`` pairs of ``Association.stream_message``;
-    the file is positioned at the data set's first byte. :meth:`next_buffer` returns the
-    next bytes to write (at most about ``chunk_size``; a new buffer each time, never
-    reused, so a transport may keep a reference to it), or None when the message is
-    complete. A PDU larger than ``chunk_size`` is split across buffers.
+    ``pdus`` are the ``(header, data_length)`` pairs of ``Association.stream_message``
+    for :func:`wire_length` data set bytes; the file is positioned at the data set's
+    first byte and holds ``dataset_length`` of them. :meth:`next_buffer` returns the next
+    bytes to write (at most about ``chunk_size``; a new buffer each time, never reused, so
+    a transport may keep a reference to it), or None when the message is complete. A PDU
+    larger than ``chunk_size`` is split across buffers.
     """
 
     def __init__(
@@ -370,7 +383,8 @@ class FileMessageReader:
     ) -> None:
         self._file = file
         self._pdus = pdus
-        self._data_remaining = dataset_length
+        self._file_remaining = dataset_length
+        self._data_remaining = wire_length(dataset_length)
         self._chunk_size = chunk_size
         self._header: bytes | None = None  # the next PDU header not yet placed
         self._pdu_data_remaining = 0  # bytes of the current PDU's data still to read
@@ -381,6 +395,7 @@ class FileMessageReader:
             return None
         # Headers are small: leave room for a few alongside the data.
         capacity = min(self._chunk_size, self._data_remaining + 4096)
+        # Zero-filled: the pad byte of an odd data set is already in place.
         buffer = bytearray(capacity)
         view = memoryview(buffer)
         used = 0
@@ -408,7 +423,9 @@ class FileMessageReader:
             if room == 0:
                 break
             take = min(room, self._pdu_data_remaining)
-            self._read_into(view[used : used + take])
+            from_file = min(take, self._file_remaining)
+            self._read_into(view[used : used + from_file])
+            self._file_remaining -= from_file
             used += take
             self._pdu_data_remaining -= take
             self._data_remaining -= take
@@ -497,8 +514,9 @@ def encode_dataset(dataset: Dataset, transfer_syntax_uid: str) -> bytes:
 
     Group 0002 belongs to the file, not the data set, and is left out. Deflated
     Explicit VR Little Endian is written explicit VR LE and then deflated (PS3.5 A.5:
-    raw RFC 1951, no zlib header). Compressed syntaxes are written explicit VR LE with
-    the pixel data as the data set holds it (already encapsulated).
+    raw RFC 1951, no zlib header, padded to even length). Compressed syntaxes are
+    written explicit VR LE with the pixel data as the data set holds it (already
+    encapsulated).
     """
     # Iterating a Dataset yields its elements; the tags come from keys().
     tags = list(dataset.keys())
@@ -512,6 +530,8 @@ def encode_dataset(dataset: Dataset, transfer_syntax_uid: str) -> bytes:
     if transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
         deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
         encoded = deflater.compress(encoded) + deflater.flush()
+        if len(encoded) & 1:
+            encoded += b"\x00"  # PS3.5 A.5: an odd deflated stream gets one trailing NUL
     return bytes(encoded)
 
 

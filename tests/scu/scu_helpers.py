@@ -65,8 +65,16 @@ def rounds_by_instance(files: Sequence[DicomFile]) -> list[list[DicomFile]]:
     return rounds
 
 
+# Corpus files whose data set has an odd length: a deflated stream written without the
+# trailing NUL PS3.5 A.5 asks for, and a truncated file. They travel with that one pad
+# byte (PS3.8 Annex E.1: even fragments), the only byte ever added.
+ODD_LENGTH = {"image_dfl.dcm", "rtplan_truncated.dcm"}
+
+
 def source_dataset(dicom_file: DicomFile) -> bytes:
-    return dicom_file.path.read_bytes()[dicom_file.dataset_offset :]
+    """What the receiver must hold: the file's data set, plus the pad of an odd one."""
+    data = dicom_file.path.read_bytes()[dicom_file.dataset_offset :]
+    return data + b"\x00" if len(data) % 2 else data
 
 
 def received_by_instance(folder: Path) -> dict[str, bytes]:
@@ -89,7 +97,11 @@ class DcmtkStorescp:
 
 
 @contextmanager
-def dcmtk_storescp(output: Path, *options: str) -> Iterator[DcmtkStorescp]:
+def dcmtk_storescp(
+    output: Path, *options: str, kill_at_exit: bool = False
+) -> Iterator[DcmtkStorescp]:
+    """``kill_at_exit``: end the storescp processes still running when the block ends
+    (by their pid) instead of waiting for them, e.g. one told to sleep."""
     storescp = need_executable("storescp")
     output.mkdir(parents=True, exist_ok=True)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -97,6 +109,7 @@ def dcmtk_storescp(output: Path, *options: str) -> Iterator[DcmtkStorescp]:
     listener.listen(8)
     peer = DcmtkStorescp(port=listener.getsockname()[1], output=output)
     children: list[threading.Thread] = []
+    processes: list[subprocess.Popen[bytes]] = []
 
     def serve_one(connection: socket.socket) -> None:
         with connection:
@@ -106,6 +119,7 @@ def dcmtk_storescp(output: Path, *options: str) -> Iterator[DcmtkStorescp]:
                 stdout=connection.fileno(),
                 stderr=subprocess.PIPE,
             )
+        processes.append(process)
         try:
             _, stderr = process.communicate(timeout=120)
         except subprocess.TimeoutExpired:
@@ -133,6 +147,10 @@ def dcmtk_storescp(output: Path, *options: str) -> Iterator[DcmtkStorescp]:
             listener.shutdown(socket.SHUT_RDWR)
         listener.close()
         acceptor.join(timeout=10)
+        if kill_at_exit:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
         for child in children:
             child.join(timeout=120)
 

@@ -12,7 +12,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import generate_uid
-from scu_helpers import UNSENDABLE, corpus_files
+from scu_helpers import ODD_LENGTH, UNSENDABLE, corpus_files
 
 from aiodicom.protocol.dimse import CStoreRQ, encode_command
 from aiodicom.protocol.dimse_stream import encode_message, iter_message_pdus
@@ -27,6 +27,7 @@ from aiodicom.scu_files import (
     encode_dataset,
     find_files,
     read_dicom_file,
+    wire_length,
 )
 from support import pydicom_test_files, split_part10
 
@@ -58,7 +59,9 @@ def test_the_corpus_is_read_as_pydicom_reads_it() -> None:
         assert dicom_file.sop_class_uid == expected_class, path.name
         assert dicom_file.sop_instance_uid == expected_instance, path.name
     assert set(refused) == set(UNSENDABLE)
-    assert len(corpus_files()) >= 70
+    files = corpus_files()
+    assert len(files) >= 70
+    assert {f.path.name for f in files if f.dataset_length % 2} == ODD_LENGTH
 
 
 def test_a_file_meta_longer_than_the_first_read(tmp_path: Path) -> None:
@@ -146,7 +149,8 @@ def _wire(reader: FileMessageReader) -> bytes:
     [
         (0, 16384, 1024 * 1024),
         (1, 16384, 1024 * 1024),
-        (4303, 16384, 1024 * 1024),  # odd, like a deflated data set
+        (4303, 16384, 1024 * 1024),  # odd, like an unpadded deflated data set
+        (4303, 16384, 4303),  # the pad byte alone in the last buffer
         (100_000, 16384, 1024 * 1024),
         (100_000, 16384, 5000),  # buffers smaller than a PDU
         (100_000, 0, 4096),  # no peer limit: 1 MiB PDUs split across buffers
@@ -159,17 +163,19 @@ def test_file_buffers_are_the_message_encode_message_builds(
 ) -> None:
     data = bytes(index * 7 % 251 for index in range(dataset_length))
     command = CStoreRQ(message_id=7, affected_sop_class_uid="1.2.3", affected_sop_instance_uid="9")
-    pdus = iter_message_pdus(3, encode_command(command), dataset_length, max_pdu)
-    file = io.BytesIO(b"HEAD" + data)
+    pdus = iter_message_pdus(3, encode_command(command), wire_length(dataset_length), max_pdu)
+    file = io.BytesIO(b"HEAD" + data + b"TAIL")
     file.seek(4)
     reader = FileMessageReader(file, pdus, dataset_length, chunk_size=chunk_size)  # type: ignore[arg-type]
-    expected = encode_message(3, encode_command(command), data, max_pdu)
+    # An odd data set goes out with one NUL after it (PS3.8 E.1: even fragments).
+    padded = data + b"\x00" if dataset_length % 2 else data
+    expected = encode_message(3, encode_command(command), padded, max_pdu)
     assert _wire(reader) == expected
 
 
 def test_a_file_that_shrinks_while_sent_is_an_error() -> None:
     command = CStoreRQ(message_id=1, affected_sop_class_uid="1.2.3", affected_sop_instance_uid="9")
-    pdus = iter_message_pdus(1, encode_command(command), 1000, 16384)
+    pdus = iter_message_pdus(1, encode_command(command), wire_length(1000), 16384)
     reader = FileMessageReader(io.BytesIO(b"x" * 10), pdus, 1000)  # type: ignore[arg-type]
     with pytest.raises(OSError, match="ended early"):
         _wire(reader)
@@ -189,8 +195,10 @@ def test_encode_dataset_in_each_uncompressed_syntax() -> None:
         tags = list(decoded.keys())  # iterating a Dataset yields elements
         assert not any(tag.group == 2 for tag in tags)
     deflated = encode_dataset(source, "1.2.840.10008.1.2.1.99")
-    inflated = zlib.decompress(deflated, wbits=-zlib.MAX_WBITS)
-    assert inflated == encode_dataset(source, "1.2.840.10008.1.2.1")
+    assert len(deflated) % 2 == 0  # PS3.5 A.5: padded to even length
+    inflater = zlib.decompressobj(wbits=-zlib.MAX_WBITS)
+    assert inflater.decompress(deflated) == encode_dataset(source, "1.2.840.10008.1.2.1")
+    assert inflater.eof
 
 
 def _decode(encoded: bytes, implicit: bool, little: bool) -> Dataset:
