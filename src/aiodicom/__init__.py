@@ -23,8 +23,8 @@ _EXPORTS = {
     "StorageSortKey": "aiodicom.models",
     "StoredInstance": "aiodicom.callbacks",
     "dcm2dict": "aiodicom.convert",
-    "AssociationAbortedError": "aiodicom.client",
-    "AssociationRejectedError": "aiodicom.client",
+    "AssociationAbortedError": "aiodicom.scu_files",
+    "AssociationRejectedError": "aiodicom.scu_files",
     "ClientAssociation": "aiodicom.client",
     "ClientError": "aiodicom.scu_files",
     "DicomFile": "aiodicom.scu_files",
@@ -71,8 +71,6 @@ __all__ = [
 if TYPE_CHECKING:
     from .callbacks import StoredInstance
     from .client import (
-        AssociationAbortedError,
-        AssociationRejectedError,
         ClientAssociation,
         associate,
         store_files,
@@ -82,6 +80,8 @@ if TYPE_CHECKING:
     from .net import StoreSCPServer
     from .scp import SCPConfig, SCPStatistics, StoreSCP
     from .scu_files import (
+        AssociationAbortedError,
+        AssociationRejectedError,
         ClientError,
         DicomFile,
         NoPresentationContextError,

@@ -52,6 +52,8 @@ from .storage.header_scan import HeaderScanner
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "UNCOMPRESSED_SYNTAXES",
+    "AssociationAbortedError",
+    "AssociationRejectedError",
     "ClientError",
     "DicomFile",
     "FileMessageReader",
@@ -67,6 +69,7 @@ __all__ = [
     "contexts_for_files",
     "encode_dataset",
     "find_files",
+    "plan_jobs",
     "read_dicom_file",
     "unsent_result",
     "wire_length",
@@ -465,6 +468,55 @@ class NoPresentationContextError(ClientError, LookupError):
         self.transfer_syntax_uid = transfer_syntax_uid
 
 
+class AssociationRejectedError(ClientError):
+    """The peer answered A-ASSOCIATE-RJ; the fields are PS3.8 Table 9-21's."""
+
+    def __init__(self, result: int, source: int, reason: int) -> None:
+        super().__init__(
+            f"association rejected: result {result} ({_REJECT_RESULTS.get(result, '?')}), "
+            f"source {source} ({_REJECT_SOURCES.get(source, '?')}), reason {reason} "
+            f"({_REJECT_REASONS.get((source, reason), '?')})"
+        )
+        self.result = result
+        self.source = source
+        self.reason = reason
+
+
+class AssociationAbortedError(ClientError):
+    """The association ended abnormally: an A-ABORT (PS3.8 Table 9-26 source/reason),
+    from the peer or from our side because the peer broke the protocol, or the
+    transport connection closed under it (A-P-ABORT, ``local`` true)."""
+
+    def __init__(self, source: int, reason: int, *, local: bool = False, detail: str = "") -> None:
+        who = "by us" if local else "by the peer"
+        super().__init__(
+            f"association aborted {who}: source {source}, reason {reason}"
+            + (f": {detail}" if detail else "")
+        )
+        self.source = source
+        self.reason = reason
+        self.local = local
+        self.detail = detail
+
+
+_REJECT_RESULTS = {1: "permanent", 2: "transient"}
+_REJECT_SOURCES = {
+    1: "service-user",
+    2: "service-provider ACSE",
+    3: "service-provider presentation",
+}
+_REJECT_REASONS = {
+    (1, 1): "no-reason-given",
+    (1, 2): "application-context-name-not-supported",
+    (1, 3): "calling-AE-title-not-recognized",
+    (1, 7): "called-AE-title-not-recognized",
+    (2, 1): "no-reason-given",
+    (2, 2): "protocol-version-not-supported",
+    (3, 1): "temporary-congestion",
+    (3, 2): "local-limit-exceeded",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class StoreResult:
     """The outcome of one C-STORE.
@@ -549,3 +601,39 @@ def contexts_for_datasets(datasets: Sequence[Dataset]) -> list[ProposedContext]:
         )
         seen[(str(dataset.SOPClassUID), syntaxes)] = None
     return [ProposedContext(sop_class, syntaxes) for sop_class, syntaxes in seen]
+
+
+# --- Sharing files between associations ---------------------------------------------------
+
+
+def plan_jobs(
+    files: Sequence[tuple[int, DicomFile]], associations: int
+) -> list[list[tuple[int, DicomFile]]]:
+    """One job per association to open: batches of at most 128 contexts, each cut into
+    parts of similar weight (bytes plus a per-file cost) so ``associations`` stay busy."""
+    weights = [dicom_file.dataset_length + _PER_FILE_WEIGHT for _, dicom_file in files]
+    total = sum(weights) or 1
+    jobs: list[list[tuple[int, DicomFile]]] = []
+    batches = batch_positions([dicom_file for _, dicom_file in files], MAX_PRESENTATION_CONTEXTS)
+    for batch in batches:
+        batch_weight = sum(weights[position] for position in batch)
+        parts = max(1, min(len(batch), round(associations * batch_weight / total)))
+        target = batch_weight / parts
+        current: list[tuple[int, DicomFile]] = []
+        current_weight = 0
+        made = 0
+        for position in batch:
+            current.append(files[position])
+            current_weight += weights[position]
+            if current_weight >= target and made < parts - 1:
+                jobs.append(current)
+                made += 1
+                current, current_weight = [], 0
+        if current:
+            jobs.append(current)
+    return jobs
+
+
+# A file costs a round trip and a few system calls whatever its size: count it as 64 KiB
+# when sharing files between associations.
+_PER_FILE_WEIGHT = 64 * 1024
