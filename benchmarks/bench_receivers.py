@@ -302,6 +302,11 @@ def _format_range(triple: Sequence[float] | None, digits: int = 0, wide: float =
     return text
 
 
+def _digits(triple: Sequence[float] | None) -> int:
+    """Decimals enough to tell 2 large files/s from 5 (0 from 20 files/s up)."""
+    return 0 if not triple or triple[0] >= 20 else 1
+
+
 def format_table(rows: Sequence[dict[str, Any]], workloads: Sequence[Workload]) -> str:
     lines = [
         "| workload | receiver | files/s | MB/s | peak RSS MiB | x DCMTK +B | intact |",
@@ -315,7 +320,9 @@ def format_table(rows: Sequence[dict[str, Any]], workloads: Sequence[Workload]) 
             "| {workload} | {label} | {fps} | {mbps} | {rss} | {ratio} | {intact} |".format(
                 workload=row["workload"],
                 label=row["label"],
-                fps=_format_range(row.get("files_per_second")),
+                fps=_format_range(
+                    row.get("files_per_second"), _digits(row.get("files_per_second"))
+                ),
                 mbps=_format_range(row.get("megabytes_per_second"), 1),
                 rss=_format_range(row.get("peak_rss_mib")),
                 ratio=_format_range(ratio, 2) if ratio else "-",
@@ -357,6 +364,11 @@ def _environment(arguments: argparse.Namespace, receivers: Sequence[str]) -> dic
         "cpus": os.cpu_count(),
         "pydicom": pydicom.__version__,
         "aiodicom_commit": _tool_version(["git", "-C", str(REPOSITORY), "rev-parse", "HEAD"]),
+        # Uncommitted changes under src/ at the end of the run (first one listed).
+        "aiodicom_uncommitted": _tool_version(
+            ["git", "-C", str(REPOSITORY), "status", "--porcelain", "--", "src"]
+        ),
+        "load_average_at_end": os.getloadavg(),
         "sender": arguments.sender,
     }
     try:
@@ -419,6 +431,7 @@ def run(arguments: argparse.Namespace) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="aiodicom-bench-"))
     try:
         started = time.monotonic()
+        load_at_start = os.getloadavg()
         workloads = _build_workloads(arguments, scratch / "data")
         if arguments.sender != "dcmtk":
             # Nagle on is a property of DCMTK's defaults; another sender would not show it.
@@ -447,12 +460,14 @@ def run(arguments: argparse.Namespace) -> int:
                     cell_dir = scratch / "cells" / f"{round_index}-{workload.name}-{receiver}"
                     result = _measure(workload, receiver, round_index, cell_dir, arguments)
                     cells[(workload.name, receiver)].runs.append(result)
-                    rate = len(workload.files) / result.seconds if result.seconds else 0.0
+                    seconds = result.seconds or float("inf")
+                    rate = len(workload.files) / seconds
+                    throughput = workload.total_bytes / seconds / MEGABYTE
                     peak = (result.peak_rss_bytes or 0) / MEBIBYTE
                     print(
                         f"round {round_index + 1} {workload.name:11} {receiver:15} "
-                        f"{rate:9,.0f} files/s  {peak:6.0f} MiB  {result.integrity}"
-                        + (f"  ERROR {result.error}" if result.error else ""),
+                        f"{rate:9,.1f} files/s {throughput:7,.1f} MB/s {peak:6.0f} MiB  "
+                        f"{result.integrity}" + (f"  ERROR {result.error}" if result.error else ""),
                         flush=True,
                     )
                     # Drop the received files and flush the page cache's dirty pages
@@ -470,7 +485,10 @@ def run(arguments: argparse.Namespace) -> int:
         result_path = arguments.out / f"receivers-{stamp}.json"
         document = {
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "environment": _environment(arguments, receivers),
+            "environment": {
+                **_environment(arguments, receivers),
+                "load_average_at_start": load_at_start,
+            },
             "rounds": arguments.runs,
             "workloads": [
                 {

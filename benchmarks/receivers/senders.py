@@ -60,7 +60,20 @@ def split_evenly(paths: Sequence[Path], parts: int) -> list[list[Path]]:
 def _command(sender: str, port: int, paths: Sequence[Path]) -> list[str]:
     files = [str(path) for path in paths]
     if sender == "aiodicom":
-        return [sys.executable, "-m", "aiodicom", "storescu", LOOPBACK, str(port), *files]
+        return [
+            sys.executable,
+            "-m",
+            "aiodicom",
+            "storescu",
+            "-aet",
+            CALLING_AE_TITLE,
+            "-aec",
+            CALLED_AE_TITLE,
+            "-q",
+            LOOPBACK,
+            str(port),
+            *files,
+        ]
     return [
         str(shutil.which("storescu")),
         "-aet",
