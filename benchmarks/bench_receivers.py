@@ -355,6 +355,16 @@ def _tool_version(command: list[str]) -> str:
     return lines[0] if lines else "unknown"
 
 
+def _uncommitted_sources() -> list[str] | None:
+    """Files under src/ that differ from the commit measured ([] clean, None unknown)."""
+    command = ["git", "-C", str(REPOSITORY), "status", "--porcelain", "--", "src"]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.splitlines() if result.returncode == 0 else None
+
+
 def _environment(arguments: argparse.Namespace, receivers: Sequence[str]) -> dict[str, Any]:
     import pydicom
 
@@ -364,10 +374,7 @@ def _environment(arguments: argparse.Namespace, receivers: Sequence[str]) -> dic
         "cpus": os.cpu_count(),
         "pydicom": pydicom.__version__,
         "aiodicom_commit": _tool_version(["git", "-C", str(REPOSITORY), "rev-parse", "HEAD"]),
-        # Uncommitted changes under src/ at the end of the run (first one listed).
-        "aiodicom_uncommitted": _tool_version(
-            ["git", "-C", str(REPOSITORY), "status", "--porcelain", "--", "src"]
-        ),
+        "aiodicom_uncommitted": _uncommitted_sources(),
         "load_average_at_end": os.getloadavg(),
         "sender": arguments.sender,
     }
