@@ -12,6 +12,7 @@ import contextlib
 import logging
 import socket
 import sys
+from typing import Any
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute
@@ -53,12 +54,20 @@ class Connection:
         self.stream = stream
         self.association = association
         self.receive_size = receive_size
-        self._socket: socket.socket | None = None
+        # The raw socket as the event loop exposes it: a socket.socket on trio, a
+        # TransportSocket on asyncio, a PseudoSocket on uvloop; all have setsockopt().
+        self._socket: Any = None
         if quickack and _TCP_QUICKACK is not None:
             raw = stream.extra(SocketAttribute.raw_socket, None)
-            if isinstance(raw, socket.socket) and raw.family in (socket.AF_INET, socket.AF_INET6):
+            family = getattr(raw, "family", None)
+            if hasattr(raw, "setsockopt") and family in (socket.AF_INET, socket.AF_INET6):
                 self._socket = raw
         self._transport_closed = False
+
+    @property
+    def quickack_active(self) -> bool:
+        """True when TCP_QUICKACK is set after every read (Linux TCP connections)."""
+        return self._socket is not None
 
     def start(self) -> None:
         """Tell the association that the transport connection is open."""
