@@ -21,7 +21,7 @@ import pydicom
 import pytest
 from anyio.abc import SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian
 
 from aiodicom import SCPConfig
 from aiodicom.protocol.codes import AbortSource, PDUType
@@ -216,7 +216,10 @@ async def echo_works(port: int) -> None:
         await peer.release()
 
 
-STORE_CONTEXTS = [(CTImageStorage, [ExplicitVRLittleEndian]), (VERIFICATION, ["1.2.840.10008.1.2"])]
+STORE_CONTEXTS: list[tuple[str, list[str]]] = [
+    (CTImageStorage, [ExplicitVRLittleEndian]),
+    (VERIFICATION, ["1.2.840.10008.1.2"]),
+]
 
 
 def ct_dataset(
@@ -230,7 +233,7 @@ def ct_dataset(
     source = next(path for path in pydicom_test_files() if path.name == "CT_small.dcm")
     dataset = pydicom.dcmread(source)
     dataset.SOPInstanceUID = sop_instance_uid
-    dataset.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    dataset.file_meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
     dataset.PatientName = patient_name
     if pixel_bytes is not None:
         columns = 1024
@@ -241,7 +244,7 @@ def ct_dataset(
         dataset.PixelData = ramp * rows
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
-    return split_part10(buffer.getvalue())[1]
+    return bytes(split_part10(buffer.getvalue())[1])
 
 
 # --- Not DICOM at all -----------------------------------------------------------------------------

@@ -103,7 +103,7 @@ class StoreProbe:
                     if self.received >= threshold:
                         event.set()
 
-            incoming.write = counting_write
+            incoming.write = counting_write  # type: ignore[method-assign]
             self.began.set()
             return incoming
 

@@ -92,7 +92,7 @@ def _associate(ae: Any, port: int, called_ae_title: str = "AIODICOM") -> Any:
     from pynetdicom import evt
     from pynetdicom.pdu import A_ASSOCIATE_RJ
 
-    rejections: list[tuple[int, int, int]] = []
+    rejections: list[tuple[int | None, int | None, int | None]] = []
 
     def on_pdu(event: Any) -> None:
         if isinstance(event.pdu, A_ASSOCIATE_RJ):
@@ -608,7 +608,7 @@ async def test_association_limit_rejects_the_third(
         assert scp.stats.rejected_associations == 1
 
 
-def _rejection(port: int, called: str, calling: str) -> tuple[bool, list[tuple[int, int, int]]]:
+def _rejection(port: int, called: str, calling: str) -> tuple[bool, list[tuple[int, ...]]]:
     """(established, the A-ASSOCIATE-RJ result/source/reason triples received)."""
     ae = _make_ae([(VERIFICATION, [ExplicitVRLittleEndian])], ae_title=calling)
     assoc = _associate(ae, port, called_ae_title=called)
