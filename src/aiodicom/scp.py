@@ -389,7 +389,7 @@ class _Session:
         config = server.config
         association = self.connection.association
         while True:
-            if association.established and not association.in_message:
+            if association.established and self.idle:
                 if server._stopping:
                     logger.info("%s: server shutting down; aborting", self.name)
                     await self.connection.abort()
@@ -409,6 +409,16 @@ class _Session:
             if isinstance(event, ConnectionClosed):
                 return
             await self.handle(event)
+
+    @property
+    def idle(self) -> bool:
+        """Between messages, with nothing received left to act on."""
+        return (
+            not self.connection.association.in_message
+            and not self.connection.association.has_pending_events
+            and self.incoming is None
+            and self.discarding is None
+        )
 
     async def handle(self, event: object) -> None:
         if isinstance(event, DataSetChunkReceived):
@@ -539,7 +549,7 @@ class _Session:
             stored = await incoming.commit()
         except StoreFailure as failure:
             status = failure.status
-            error_comment = failure.message[:64]  # LO: at most 64 characters
+            error_comment = _error_comment(failure.message)
             server.stats.failed_stores += 1
             server.stats.failures_by_status[status] = (
                 server.stats.failures_by_status.get(status, 0) + 1
@@ -575,8 +585,8 @@ class _Session:
         response = CStoreRSP(
             message_id_being_responded_to=request.message_id,
             status=status,
-            affected_sop_class_uid=request.affected_sop_class_uid,
-            affected_sop_instance_uid=request.affected_sop_instance_uid,
+            affected_sop_class_uid=_echoable_uid(request.affected_sop_class_uid),
+            affected_sop_instance_uid=_echoable_uid(request.affected_sop_instance_uid),
             error_comment=error_comment,
         )
         self.store_request = None
@@ -591,6 +601,19 @@ class _Session:
         if self.holds_slot:
             self.holds_slot = False
             self.server.stats.active_associations -= 1
+
+
+def _error_comment(message: str) -> str:
+    """An Error Comment (0000,0902) value: LO, at most 64 characters (PS3.5 Table 6.2-1),
+    printable ASCII without the backslash that would split it into several values."""
+    cleaned = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in message)
+    return cleaned[:64]
+
+
+def _echoable_uid(uid: str) -> str | None:
+    """A UID from the request, echoed in the response only if it can be encoded (UI is
+    ASCII); a request whose UID was not ASCII gets a response without it."""
+    return uid if uid.isascii() else None
 
 
 def _unrecognized_operation_response(command: OtherCommand) -> OtherCommand | None:

@@ -189,6 +189,11 @@ class Association:
         return self.state is State.STA6
 
     @property
+    def has_pending_events(self) -> bool:
+        """True while events wait to be taken with :meth:`next_event`."""
+        return bool(self._events)
+
+    @property
     def in_message(self) -> bool:
         """True while a DIMSE message is partly received."""
         return self._assembler.in_message
