@@ -90,3 +90,15 @@ def test_storescp_receives_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert "stored" in stderr  # the one-line log per stored file
     dataset = pydicom.dcmread(source)
     assert (tmp_path / dataset.SeriesInstanceUID / f"{dataset.SOPInstanceUID}.dcm").is_file()
+
+
+def test_tls_options_need_a_certificate(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "aiodicom", "storescp", "--tls-ca", "ca.pem", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "need --tls-cert" in result.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import ssl
 import sys
 import time
 from collections.abc import Sequence
@@ -32,6 +33,8 @@ from .scu_files import (
     read_dicom_file,
 )
 from .storage import DuplicatePolicy, StorageSortKey
+from .tls import server_context
+from .workers import run_workers
 
 logger = logging.getLogger("aiodicom.cli")
 
@@ -143,6 +146,32 @@ def build_parser() -> argparse.ArgumentParser:
     verbosity.add_argument("-v", "--verbose", action="store_true", help="log every stored file")
     verbosity.add_argument("-d", "--debug", action="store_true", help="debug logging")
     scp.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    scp.add_argument(
+        "--allow-network",
+        action="append",
+        default=None,
+        metavar="CIDR",
+        help="accept peers from this network only, e.g. 10.1.0.0/16 (repeat for several)",
+    )
+    tls = scp.add_argument_group("DICOM TLS (PS3.15 B.9, BCP 195)")
+    tls.add_argument("--tls-cert", metavar="PEM", help="our certificate (enables TLS)")
+    tls.add_argument("--tls-key", metavar="PEM", help="our private key (if not in --tls-cert)")
+    tls.add_argument("--tls-ca", metavar="PEM", help="CA certificates to verify peers with")
+    tls.add_argument(
+        "--tls-require-client-cert",
+        action="store_true",
+        help="refuse peers without a certificate signed by --tls-ca",
+    )
+    scp.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N processes share the port (SO_REUSEPORT), for multi-core machines",
+    )
+    # Used by --workers for its children; not for people.
+    scp.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    scp.add_argument("--no-cleanup", action="store_true", help=argparse.SUPPRESS)
     _add_scu_parsers(commands)
     return parser
 
@@ -174,6 +203,10 @@ async def _run_storescp(arguments: argparse.Namespace) -> int:
         max_pdu_length=arguments.max_pdu,
         fsync=arguments.fsync,
         duplicates=DuplicatePolicy(arguments.duplicates),
+        allowed_networks=tuple(arguments.allow_network) if arguments.allow_network else None,
+        ssl_context=_server_tls_context(arguments),
+        reuse_port=arguments.reuse_port,
+        cleanup_on_start=not arguments.no_cleanup,
     )
     scp = StoreSCP(
         ae_title=arguments.aetitle,
@@ -198,12 +231,53 @@ async def _run_storescp(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _server_tls_context(arguments: argparse.Namespace) -> ssl.SSLContext | None:
+    if arguments.tls_cert is None:
+        if arguments.tls_key or arguments.tls_ca or arguments.tls_require_client_cert:
+            raise SystemExit("aiodicom storescp: the TLS options need --tls-cert")
+        return None
+    return server_context(
+        arguments.tls_cert,
+        arguments.tls_key,
+        cafile=arguments.tls_ca,
+        require_client_certificate=arguments.tls_require_client_cert,
+    )
+
+
+def _worker_arguments(argv: Sequence[str], port: int) -> list[str]:
+    """The storescp command line minus the subcommand, the port and --workers N."""
+    arguments = list(argv)
+    arguments.remove("storescp")
+    for index, argument in enumerate(arguments):
+        if argument == "--workers":
+            del arguments[index : index + 2]
+            break
+        if argument.startswith("--workers="):
+            del arguments[index]
+            break
+    # The port is the only positional argument left; drop its last occurrence.
+    for index in range(len(arguments) - 1, -1, -1):
+        if arguments[index] == str(port):
+            del arguments[index]
+            break
+    return arguments
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
     if arguments.command in ("echoscu", "storescu"):
         return _run_scu_command(arguments)
     _configure_logging(arguments)
+    if arguments.command == "storescp" and arguments.workers > 1:
+        return run_workers(
+            _worker_arguments(sys.argv[1:] if argv is None else argv, arguments.port),
+            workers=arguments.workers,
+            host=arguments.bind,
+            port=arguments.port,
+            data_dir=Path(arguments.output_directory),
+            ae_title=arguments.aetitle,
+        )
     if arguments.command == "storescp":
         backend_options: dict[str, object] = {}
         try:

@@ -104,7 +104,11 @@ class SCPConfig:
     duplicates: DuplicatePolicy = DuplicatePolicy.REPLACE
     max_pending_callbacks: int = 32
     tcp_quickack: bool = True
+    # SO_REUSEPORT: several processes serve one port (see aiodicom.workers).
     reuse_port: bool = False
+    # Remove temporary files left by a crash when serving starts. Turn off only when
+    # another process sharing the data directory is already running (workers).
+    cleanup_on_start: bool = True
     # Access control. Peers outside these networks (e.g. ("10.0.0.0/8", "::1/128")) are
     # refused with A-ASSOCIATE-RJ 1/1/1 (permanent, service-user, no reason given).
     allowed_networks: tuple[str, ...] | None = None
@@ -217,7 +221,7 @@ class StoreSCP:
                 standard_compatible=False,
                 handshake_timeout=self.config.tls_handshake_timeout,
             )
-        removed = await self.storage.start_cleanup()
+        removed = await self.storage.start_cleanup() if self.config.cleanup_on_start else 0
         if removed:
             logger.warning("removed %d temporary files left by an earlier run", removed)
         logger.info("%s listening on %s port %d", self.ae_title, self.host or "*", self.port)

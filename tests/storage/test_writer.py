@@ -490,6 +490,28 @@ async def test_a_small_data_set_costs_one_thread_hop(
     writer = writer_for(tmp_path / "b", memory_buffer_limit=0, write_batch_size=100_000)
     await store(writer, data_set_bytes() + bytes(500_000))
     assert 5 <= hops <= 12  # batches of >= 100 kB, then the commit
+    # Small and not durable: written by the loop itself, no hop at all.
+    hops = 0
+    await store(writer_for(tmp_path / "c"), data_set_bytes())
+    assert hops == 0
+    # With fsync, or with inline writes turned off, a small one still goes to a thread.
+    await store(writer_for(tmp_path / "d", fsync=True), data_set_bytes())
+    await store(writer_for(tmp_path / "e", inline_write_limit=0), data_set_bytes())
+    assert hops == 2
+
+
+async def test_a_folder_removed_after_use_is_made_again(tmp_path: Path) -> None:
+    writer = writer_for(tmp_path, sort_by=StorageSortKey.SERIES)
+    first = await store(
+        writer, data_set_bytes(SOPInstanceUID="1.2.3.4.5.7"), sop_instance_uid="1.2.3.4.5.7"
+    )
+    # Someone tidies the storage tree (and its temporary folder) while the server runs.
+    for path in files_under(tmp_path / "data"):
+        path.unlink()
+    first.path.parent.rmdir()
+    (tmp_path / "data" / ".aiodicom-tmp").rmdir()
+    second = await store(writer, data_set_bytes())
+    assert second.path.parent == first.path.parent and second.path.is_file()
 
 
 # -- memory -------------------------------------------------------------------------------

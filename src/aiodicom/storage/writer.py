@@ -34,9 +34,10 @@ let two running servers share a data directory.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
-import uuid
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -114,6 +115,10 @@ class StorageConfig:
     # Data sets up to this size are written with a single thread hop at commit.
     memory_buffer_limit: int = 1 * _MIB
     write_batch_size: int = 4 * _MIB
+    # Data sets up to this size are written by the event loop itself when fsync is off:
+    # create, write and rename of a small file cost less than the hop to a worker
+    # thread and back. 0 sends every write to a worker thread.
+    inline_write_limit: int = 64 * 1024
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     implementation_class_uid: str = IMPLEMENTATION_CLASS_UID
     implementation_version_name: str = IMPLEMENTATION_VERSION_NAME
@@ -122,8 +127,14 @@ class StorageConfig:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         object.__setattr__(self, "sort_by", StorageSortKey(self.sort_by))
         object.__setattr__(self, "duplicates", DuplicatePolicy(self.duplicates))
-        if self.memory_buffer_limit < 0 or self.write_batch_size <= 0:
-            raise ValueError("memory_buffer_limit must be >= 0 and write_batch_size > 0")
+        if (
+            self.memory_buffer_limit < 0
+            or self.write_batch_size <= 0
+            or self.inline_write_limit < 0
+        ):
+            raise ValueError(
+                "memory_buffer_limit and inline_write_limit must be >= 0, write_batch_size > 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -153,6 +164,7 @@ class StorageWriter:
     def __init__(self, config: StorageConfig) -> None:
         self.config = config
         self._temp_dir = config.data_dir / TEMP_DIR_NAME
+        self._directories = _KnownDirectories()
 
     async def start_cleanup(self) -> int:
         """Create the folders and remove temporary files left by a crash (their count)."""
@@ -181,11 +193,32 @@ class StorageWriter:
         return IncomingFile(
             self.config,
             self._temp_dir,
+            self._directories,
             sop_class_uid=sop_class_uid.strip("\x00 "),
             sop_instance_uid=sop_instance_uid.strip("\x00 "),
             transfer_syntax_uid=transfer_syntax_uid.strip("\x00 "),
             calling_ae_title=calling_ae_title,
         )
+
+
+class _KnownDirectories:
+    """Folders (by their path relative to ``data_dir``) already resolved inside
+    ``data_dir`` and created. Bounded: cleared when full. A folder replaced afterwards
+    by a symlink is not noticed; that needs local write access to the storage tree,
+    which a network peer does not have."""
+
+    LIMIT: Final = 4096
+
+    def __init__(self) -> None:
+        self._folders: dict[PurePosixPath, Path] = {}
+
+    def get(self, relative: PurePosixPath) -> Path | None:
+        return self._folders.get(relative)
+
+    def add(self, relative: PurePosixPath, folder: Path) -> None:
+        if len(self._folders) >= self.LIMIT:
+            self._folders.clear()
+        self._folders[relative] = folder
 
 
 @dataclass
@@ -202,6 +235,7 @@ class IncomingFile:
         self,
         config: StorageConfig,
         temp_dir: Path,
+        directories: _KnownDirectories,
         *,
         sop_class_uid: str,
         sop_instance_uid: str,
@@ -210,6 +244,7 @@ class IncomingFile:
     ) -> None:
         self._config = config
         self._temp_dir = temp_dir
+        self._directories = directories
         self._sop_class_uid = sop_class_uid
         self._sop_instance_uid = sop_instance_uid
         self._transfer_syntax_uid = transfer_syntax_uid
@@ -284,7 +319,14 @@ class IncomingFile:
         self._finished = True
         try:
             relative = self._validate()
-            stored = await anyio.to_thread.run_sync(self._commit_sync, relative)
+            if (
+                self._temp is None
+                and not self._config.fsync
+                and self._buffered <= self._config.inline_write_limit
+            ):
+                stored = self._commit_sync(relative)
+            else:
+                stored = await anyio.to_thread.run_sync(self._commit_sync, relative)
         except StoreFailure as failure:
             await self._discard()
             logger.warning("not stored: SOP Instance %s: %s", self._sop_instance_uid, failure)
@@ -369,7 +411,7 @@ class IncomingFile:
     async def _write_batch(self) -> None:
         temp = self._temp
         if temp is None:
-            temp = self._temp = _TempFile(self._temp_dir / f"{uuid.uuid4().hex}{TEMP_SUFFIX}")
+            temp = self._temp = _TempFile(self._temp_dir / _temp_name())
             temp.chunks = [self._header]
         # Hand the chunks over before the hop: whatever happens to this task while the
         # thread runs, no chunk is ever written twice or kept after it is on disk.
@@ -382,15 +424,12 @@ class IncomingFile:
             await self._doom(StoreFailure(STATUS_OUT_OF_RESOURCES, f"cannot write: {exc}"))
 
     def _commit_sync(self, relative: PurePosixPath) -> StoredFile:
-        """Runs in a worker thread: finish the temp file and move it into place."""
+        """Finish the temp file and move it into place (a worker thread, or the loop for
+        a small file without fsync)."""
         config = self._config
-        try:
-            target = final_path(config.data_dir, relative)
-        except UnsafePathComponent as exc:
-            raise StoreFailure(STATUS_UNSAFE_PATH, str(exc)) from None
         temp = self._temp
         if temp is None:
-            temp = self._temp = _TempFile(self._temp_dir / f"{uuid.uuid4().hex}{TEMP_SUFFIX}")
+            temp = self._temp = _TempFile(self._temp_dir / _temp_name())
             temp.chunks = [self._header]
         temp.chunks.extend(self._chunks)
         self._chunks = []
@@ -402,8 +441,13 @@ class IncomingFile:
                 os.fsync(temp.descriptor)
             os.close(temp.descriptor)
             temp.descriptor = None
-            created = _make_directories(target.parent)
-            replaced, kept_existing = self._place(temp.path, target)
+            target, created = self._directory_for(relative, known=True)
+            try:
+                replaced, kept_existing = self._place(temp.path, target)
+            except FileNotFoundError:
+                # The folder was removed since we last saw it: make it again, once.
+                target, created = self._directory_for(relative, known=False)
+                replaced, kept_existing = self._place(temp.path, target)
             if kept_existing:
                 size = os.stat(target).st_size
             if config.fsync:
@@ -420,6 +464,23 @@ class IncomingFile:
             replaced=replaced,
             kept_existing=kept_existing,
         )
+
+    def _directory_for(self, relative: PurePosixPath, *, known: bool) -> tuple[Path, list[Path]]:
+        """The final path and the folders created for it.
+
+        A folder already proven inside ``data_dir`` and created is remembered, so most
+        files cost no path resolution and no mkdir; ``known=False`` checks again.
+        """
+        folder = self._directories.get(relative.parent) if known else None
+        if folder is not None:
+            return folder / relative.name, []
+        try:
+            target = final_path(self._config.data_dir, relative)
+        except UnsafePathComponent as exc:
+            raise StoreFailure(STATUS_UNSAFE_PATH, str(exc)) from None
+        created = _make_directories(target.parent)
+        self._directories.add(relative.parent, target.parent)
+        return target, created
 
     def _place(self, temp_path: Path, target: Path) -> tuple[bool, bool]:
         """Rename into place per the duplicate policy: (replaced, kept_existing)."""
@@ -450,12 +511,28 @@ class IncomingFile:
         return False, True
 
 
+_TEMP_NAMES = itertools.count()
+_TEMP_PREFIX = secrets.token_hex(4)
+
+
+def _temp_name() -> str:
+    """A temporary file name unique to this process (process id, random prefix, counter).
+
+    Cheaper than a uuid4 per file (no system call); the process id keeps the workers of
+    one port apart and O_EXCL catches anything else.
+    """
+    return f"{os.getpid()}-{_TEMP_PREFIX}-{next(_TEMP_NAMES)}{TEMP_SUFFIX}"
+
+
 def _write_pending_sync(temp: _TempFile) -> None:
     """Open the temp file if needed and write its pending chunks (worker thread)."""
     try:
         if temp.descriptor is None:
-            temp.path.parent.mkdir(parents=True, exist_ok=True)
-            temp.descriptor = os.open(temp.path, _OPEN_FLAGS, 0o666)
+            try:
+                temp.descriptor = os.open(temp.path, _OPEN_FLAGS, 0o666)
+            except FileNotFoundError:  # the temporary folder was removed: make it again
+                temp.path.parent.mkdir(parents=True, exist_ok=True)
+                temp.descriptor = os.open(temp.path, _OPEN_FLAGS, 0o666)
         chunks, temp.chunks = temp.chunks, []
         _write_all(temp.descriptor, chunks)
     except BaseException:
