@@ -55,6 +55,10 @@ RECEIVERS: dict[str, ReceiverKind] = {
         ReceiverKind("dcmtk", "DCMTK storescp", byte_identical=False),
         ReceiverKind("aiodicom", "aiodicom storescp", byte_identical=True),
         ReceiverKind("aiodicom-fsync", "aiodicom storescp --fsync", byte_identical=True),
+        ReceiverKind("aiodicom-w2", "aiodicom storescp --workers 2", byte_identical=True),
+        ReceiverKind(
+            "aiodicom-fsync-w2", "aiodicom storescp --fsync --workers 2", byte_identical=True
+        ),
         ReceiverKind("pynetdicom-raw", "pynetdicom, raw encoded_dataset()", byte_identical=True),
         ReceiverKind(
             "orthanc", "Orthanc (fsync, index)", byte_identical=False, ignores_non_dicom=True
@@ -265,8 +269,10 @@ def _start_aiodicom(
     deadline: float,
 ) -> RunningReceiver:
     command = [sys.executable, "-m", "aiodicom", "storescp", "--bind", LOOPBACK, "-q"]
-    if kind.name == "aiodicom-fsync":
+    if "fsync" in kind.name:
         command.append("--fsync")
+    if kind.name.endswith("-w2"):
+        command += ["--workers", "2"]
     command += ["-od", str(stored), "0"]
     log = log_path.open("w")
     process = _popen(command, log, environment, stdout_pipe=True)
@@ -280,7 +286,7 @@ def _start_aiodicom(
         raise ReceiverStartError(
             f"aiodicom did not announce its port: {line!r} {' | '.join(stderr)}"
         )
-    port = int(line.rsplit(marker, 1)[1])
+    port = int(line.rsplit(marker, 1)[1].split()[0])
     return RunningReceiver(kind, process, port, stored, log_path, _log=log)
 
 

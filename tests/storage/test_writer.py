@@ -36,7 +36,7 @@ from aiodicom.storage import (
     StorageWriter,
     StoreFailure,
 )
-from aiodicom.storage.writer import TEMP_DIR_NAME
+from aiodicom.storage.writer import TEMP_DIR_NAME, _keepable
 from support import pydicom_test_files
 
 pytestmark = pytest.mark.anyio
@@ -551,3 +551,22 @@ async def test_200_mb_streamed_in_64_kib_chunks_keeps_memory_bounded(tmp_path: P
     assert suffix == bytes(4096)
     reread = pydicom.dcmread(stored.path, stop_before_pixels=True)
     assert reread.SOPInstanceUID == "1.2.3.4.5.6"
+
+
+async def test_views_of_reused_buffers_are_copied_and_bytes_views_kept(tmp_path: Path) -> None:
+    data = data_set_bytes()
+    incoming = writer_for(tmp_path).begin(
+        sop_class_uid=SECONDARY_CAPTURE,
+        sop_instance_uid="1.2.3.4.5.6",
+        transfer_syntax_uid=EXPLICIT_LE,
+        calling_ae_title="STORESCU",
+    )
+    reused = bytearray(data)
+    await incoming.write(memoryview(reused))
+    reused[:] = bytes(len(reused))  # the caller reuses its buffer at once
+    stored = await incoming.commit()
+    assert split_stored(stored.path)[1] == data
+    # Views of bytes cannot change: they are kept, not copied.
+    immutable = memoryview(data)
+    assert _keepable(immutable) is immutable
+    assert _keepable(memoryview(bytearray(b"ab"))) == b"ab"

@@ -9,9 +9,14 @@ file appears at its final name complete or not at all.
   ``os.replace`` is atomic). No stored path can land there: UIDs start with a digit and
   Patient ID components never start with a dot (:mod:`.layout`).
 * File I/O runs in worker threads. A data set up to ``memory_buffer_limit`` costs one
-  thread hop in total (create, write, optional fsync, rename); a larger one is written
-  in batches of ``write_batch_size``. Memory held per incoming file stays below
+  thread hop in total (create, write, optional fsync, rename), none at all when it is
+  under ``inline_write_limit`` and fsync is off; a larger one is written in batches of
+  ``write_batch_size``. Data set bytes held per incoming file stay below
   ``max(memory_buffer_limit, write_batch_size)`` plus one chunk.
+* Chunks that are views of immutable ``bytes`` (what the transport hands out) are kept
+  as views until written, not copied. A view keeps the whole read it came from alive;
+  since a read is nearly all data-set bytes of this message (PDU and PDV headers are 12
+  bytes per PDU), what is pinned stays within a small factor of what is counted.
 * The bytes after the File Meta Information are exactly the bytes received.
 
 Failure statuses (PS3.4 Table B.2-1 for C-STORE; raised as :class:`StoreFailure`):
@@ -225,7 +230,7 @@ class _KnownDirectories:
 class _TempFile:
     path: Path
     descriptor: int | None = None
-    chunks: list[bytes] = field(default_factory=list)
+    chunks: list[bytes | memoryview] = field(default_factory=list)
 
 
 class IncomingFile:
@@ -249,7 +254,7 @@ class IncomingFile:
         self._sop_instance_uid = sop_instance_uid
         self._transfer_syntax_uid = transfer_syntax_uid
         self._scanner = HeaderScanner(transfer_syntax_uid, max_header_bytes=config.max_header_bytes)
-        self._chunks: list[bytes] = []  # copies not yet on disk
+        self._chunks: list[bytes | memoryview] = []  # received, not yet on disk
         self._buffered = 0
         self._received = 0
         self._temp: _TempFile | None = None
@@ -304,7 +309,7 @@ class IncomingFile:
             if failure is not None:
                 await self._doom(failure)
                 return
-        self._chunks.append(bytes(chunk))
+        self._chunks.append(_keepable(chunk))
         self._buffered += len(chunk)
         if self._temp is None:
             if self._buffered > self._config.memory_buffer_limit:
@@ -540,7 +545,19 @@ def _write_pending_sync(temp: _TempFile) -> None:
         raise
 
 
-def _write_all(descriptor: int, chunks: Sequence[bytes]) -> None:
+def _keepable(chunk: memoryview | bytes) -> bytes | memoryview:
+    """``chunk`` itself when it cannot change under us, else a copy.
+
+    The transport hands out views of the immutable ``bytes`` each read returned, so they
+    can be kept until written without a copy. A view of anything mutable (a reused
+    buffer) is copied, as the ``write()`` contract allows the caller to reuse it.
+    """
+    if isinstance(chunk, bytes) or (isinstance(chunk, memoryview) and isinstance(chunk.obj, bytes)):
+        return chunk
+    return bytes(chunk)
+
+
+def _write_all(descriptor: int, chunks: Sequence[bytes | memoryview]) -> None:
     views = [memoryview(chunk) for chunk in chunks if chunk]
     if not hasattr(os, "writev"):
         for view in views:
