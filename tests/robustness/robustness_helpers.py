@@ -107,6 +107,7 @@ class ScpProcess:
         self.extra_args = list(extra_args)
         self.process: subprocess.Popen[str] | None = None
         self.port = 0
+        self.idle_sockets = 0
 
     def start(self, timeout: float = 30.0) -> int:
         """Start the server and return its port (read from its first stdout line)."""
@@ -142,6 +143,8 @@ class ScpProcess:
             self.kill()
             raise RuntimeError(f"storescp did not start: {line!r}\n{self.log_text()[-2000:]}")
         self.port = int(found.group(1))
+        # Listening, no connection yet: the sockets it holds when idle.
+        self.idle_sockets = self.socket_count()
         return self.port
 
     @property
