@@ -42,6 +42,7 @@ from fuzz_sessions import (
     item,
     message_pdus,
     nested_sequence,
+    pdata,
     pdv,
     presentation_context,
     release_rq,
@@ -537,7 +538,7 @@ def _replace_command(
 
 def _dataset_case(rng: random.Random, seed: int, index: int, uid_base: str) -> Case:
     uid = f"{uid_base}.1"
-    choice = rng.randrange(10)
+    choice = rng.randrange(11)
     command_uid = uid
     expect = frozenset({VALID})
     failure = (
@@ -590,6 +591,17 @@ def _dataset_case(rng: random.Random, seed: int, index: int, uid_base: str) -> C
         name = f"patient-id-{patient!r}"
         expect_status = frozenset({SUCCESS})  # mapped to a safe folder name
         keep_exact = True
+    elif choice == 10:
+        # Garbage after a command that has no data set (C-ECHO-RQ, type 0x0101).
+        echo = encode_command_elements(echo_command(1))
+        garbage = pdata([pdv(ECHO_CONTEXT, rng.choice([0x00, 0x02]), rng.randbytes(64))])
+        rq = associate_rq([(c, a, list(s)) for c, a, s in TEMPLATE_CONTEXTS])
+        session = Session([rq, *message_pdus(ECHO_CONTEXT, echo, None), garbage, release_rq()])
+        # PS3.8 Annex E / PS3.7 6.3.1: no data set may follow: A-ABORT (after the echo's
+        # response, which may or may not have left before the garbage was read).
+        return _finish(
+            seed, index, "dataset", "data-after-echo", session, expect=frozenset({ABORT})
+        )
     else:
         huge = struct.pack("<HH2sHL", 0x0008, 0x0020, b"OB", 0, 0xFFFFFFF0)
         data = element(0x0008, 0x0016, b"UI", CT_IMAGE_STORAGE.encode()) + huge + b"\0" * 64

@@ -64,6 +64,8 @@ async def _long(arguments: argparse.Namespace, seed: int, workdir: Path) -> int:
     print(report.text())
     print(f"layers: {dict(report.tally.layers)}")
     print(f"statuses: { {f'0x{k:04X}': v for k, v in sorted(report.tally.statuses.items())} }")
+    for explained in report.explained_problems()[:5]:
+        print(f"caused by a known bug: {explained}")
     failures = report.failures(RSS_BOUND)
     for failure in failures:
         print(f"FAILURE: {failure}")

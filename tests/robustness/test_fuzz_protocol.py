@@ -179,6 +179,7 @@ async def test_fuzz_quick(tmp_path: Path) -> None:
     assert len(tally.successes) > QUICK_CASES // 20, text
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_fuzz_in_process_frees_every_association(tmp_path: Path) -> None:
     """In-process: after 1,500 cases no association object survives and memory is flat."""
     config = SCPConfig(
