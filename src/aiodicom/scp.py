@@ -547,6 +547,18 @@ class _Session:
         server = self.server
         incoming, request = self.incoming, self.store_request
         assert incoming is not None and request is not None and self.negotiated is not None
+        if not self.connection.association.can_send_data:
+            # The association ended (an A-ABORT in the same read) after the last
+            # fragment arrived: no response can be sent, so nothing is stored either;
+            # the peer will send it again.
+            logger.warning(
+                "%s: %s arrived but the association is gone; not stored",
+                self.name,
+                request.affected_sop_instance_uid,
+            )
+            await self.discard_incoming()
+            self.store_request = None
+            return
         self.incoming = None
         error_comment: str | None = None
         try:

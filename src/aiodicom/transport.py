@@ -99,10 +99,10 @@ class Connection:
         association = self.association
         while True:
             event = association.next_event()
+            # Answers produced while reading (an A-ABORT, the provider's own A-ASSOCIATE-RJ,
+            # which comes with no event) go out before anything else happens.
+            await self.flush()
             if event is not None:
-                # Answers produced while reading (an A-ABORT, an A-ASSOCIATE-RJ) go out
-                # before the event is acted on.
-                await self.flush()
                 return event
             if association.closed:
                 return ConnectionClosed()

@@ -8,7 +8,8 @@ import pytest
 
 from aiodicom.protocol.association import Association
 from aiodicom.protocol.codes import AbortReason, AbortSource, PDUType
-from aiodicom.protocol.dimse import CEchoRQ, CEchoRSP, CStoreRQ, CStoreRSP, Status
+from aiodicom.protocol.dimse import CEchoRQ, CEchoRSP, CStoreRQ, CStoreRSP, Status, encode_command
+from aiodicom.protocol.dimse_stream import encode_message
 from aiodicom.protocol.errors import LocalProtocolError
 from aiodicom.protocol.events import (
     AbortAssociation,
@@ -36,6 +37,7 @@ from aiodicom.protocol.negotiation import (
     negotiate_as_acceptor,
 )
 from aiodicom.protocol.pdu import AssociateRJ
+from aiodicom.protocol.pdu_codec import encode_pdu
 from aiodicom.protocol.state import Role, State
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -287,3 +289,45 @@ def test_streamed_message_checks_state_and_context_eagerly() -> None:
     pair.associate([(VERIFICATION, [EXPLICIT_VR_LE])], max_pdu_length=16384)
     with pytest.raises(LocalProtocolError):
         pair.requestor.stream_message(7, CEchoRQ(1), None, 0.0)
+
+
+def test_pdata_right_behind_the_request_waits_for_our_answer() -> None:
+    # A requestor that sends its first P-DATA-TF without waiting for the
+    # A-ASSOCIATE-AC: the acceptor holds those bytes until it has answered.
+    requestor = Association(Role.REQUESTOR)
+    acceptor = Association(Role.ACCEPTOR)
+    request = build_associate_rq(
+        called_ae_title="X",
+        calling_ae_title="Y",
+        contexts=[(VERIFICATION, [EXPLICIT_VR_LE])],
+        max_pdu_length=16384,
+    )
+    requestor.send(RequestAssociation(request), 0.0)
+    requestor.connection_made(0.0)
+    eager = encode_message(1, encode_command(CEchoRQ(7)), None, 16384)
+    acceptor.connection_made(0.0)
+    acceptor.receive_data(requestor.data_to_send() + eager, 0.0)
+    [requested] = Pair.events(acceptor)
+    assert isinstance(requested, AssociationRequested)
+    assert acceptor.state is State.STA3 and acceptor.data_to_send() == b""
+    answer = negotiate_as_acceptor(requested.request, AcceptorPolicy(ae_title="X"))
+    assert not isinstance(answer, AssociateRJ)
+    acceptor.send(AcceptAssociation(answer[0]), 0.0)
+    [echo] = Pair.events(acceptor)
+    assert isinstance(echo, DimseCommandReceived) and echo.command == CEchoRQ(7)
+    assert acceptor.can_send_data
+
+
+def test_protocol_version_rejection_is_queued_at_once() -> None:
+    request = build_associate_rq(
+        called_ae_title="X", calling_ae_title="Y", contexts=[(VERIFICATION, [EXPLICIT_VR_LE])]
+    )
+    data = bytearray(encode_pdu(request))
+    data[7] = 0  # PS3.8 9.3.2: protocol version, bit 0 cleared
+    acceptor = Association(Role.ACCEPTOR)
+    acceptor.connection_made(0.0)
+    acceptor.receive_data(bytes(data), 0.0)
+    # No event for the user, but the provider's A-ASSOCIATE-RJ 1/2/2 is ready to go.
+    assert acceptor.next_event() is None
+    assert acceptor.data_to_send() == bytes([3, 0, 0, 0, 0, 4, 0, 1, 2, 2])
+    assert acceptor.state is State.STA13 and not acceptor.can_send_data

@@ -179,9 +179,14 @@ class Association:
         """True once the transport should be (or has been) closed: Sta1 after a start."""
         return self.state is State.STA1 and self._started
 
-    def _is_idle(self) -> bool:
+    def _is_paused(self) -> bool:
         # A method, not an inline comparison: mypy narrows self.state across _fire().
-        return self.state is State.STA1
+        return self.state is State.STA1 or self.state is State.STA3 or self._input_finished
+
+    @property
+    def can_send_data(self) -> bool:
+        """True when a P-DATA request is allowed now (DT-1 in Sta6, AR-7 in Sta8)."""
+        return self.state is State.STA6 or self.state is State.STA8
 
     @property
     def established(self) -> bool:
@@ -216,9 +221,19 @@ class Association:
         self._now = now
         if self.state is State.STA1 or self._input_finished:
             return
+        self._reader.feed(data)
+        self._process_input()
+
+    def _process_input(self) -> None:
+        """Turn the bytes fed so far into events, up to a pause.
+
+        Reading pauses in Sta3, while our answer to an A-ASSOCIATE-RQ is pending: a
+        peer that sends its first P-DATA-TF right behind the request (not waiting for the
+        A-ASSOCIATE-AC, as DCMTK tolerates) has it read once we have answered, under
+        the negotiated limits, instead of meeting Evt10 in Sta3 (AA-8).
+        """
         reader = self._reader
-        reader.feed(data)
-        while True:
+        while not self._is_paused():
             try:
                 item = reader.next_item()
             except RemoteProtocolError as error:
@@ -230,8 +245,6 @@ class Association:
                 self._pdv_fragment(item)
             else:
                 self._fire(_PDU_EVENTS[type(item)], item)
-            if self._is_idle():
-                return
 
     def connection_lost(self) -> None:
         """The transport was closed by the peer or failed (Evt17)."""
@@ -270,7 +283,10 @@ class Association:
         self._now = now
         if isinstance(event, RequestAssociation) and self.role is not Role.REQUESTOR:
             raise LocalProtocolError("only a requestor can request an association")
+        was_paused = self.state is State.STA3
         self._fire(_SEND_EVENTS[type(event)], event)
+        if was_paused:
+            self._process_input()  # what arrived behind the A-ASSOCIATE-RQ
         return self.data_to_send()
 
     # --- The machinery -----------------------------------------------------------------------
