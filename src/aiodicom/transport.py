@@ -87,6 +87,11 @@ class Connection:
 
     async def send(self, event: SendEvent) -> None:
         """Issue a local primitive and write its bytes."""
+        if self.association.gone:
+            # The peer aborted or closed while we were working on our answer: there is
+            # no one left to send it to (Table 9-10 has no cell for it).
+            logger.debug("%s dropped: the association is gone", type(event).__name__)
+            return
         await self._write(self.association.send(event, anyio.current_time()))
 
     async def next_event(self, timeout: float | None) -> Event:

@@ -379,18 +379,7 @@ async def wait_for_sockets(server: ScpProcess, target: int, timeout: float) -> i
 # Bugs in src/ that the fuzz meets (each pinned by a strict xfail test in
 # test_fuzz_protocol.py). Their log signature is counted and reported instead of failing
 # the run; remove an entry once its bug is fixed.
-KNOWN_BUGS: dict[str, tuple[str, ...]] = {
-    # test_bug_pipelined_request_is_served_like_dcmtk_does (Evt7 accept, Evt8 reject; in
-    # Sta13 after the reader aborted, or in Sta1 when the peer closed meanwhile)
-    "associate-answer-after-abort": ("LocalProtocolError", "A-ASSOCIATE response"),
-    # test_bug_no_store_is_committed_after_the_association_is_aborted
-    "response-after-abort": ("LocalProtocolError", "Evt9 (P-DATA request", "in Sta13"),
-    # the same, when the peer's close was seen first (Sta1)
-    "response-after-close": ("LocalProtocolError", "Evt9 (P-DATA request", "in Sta1 "),
-    # test_bug_protocol_version_rejection_is_sent_at_once: the reader's stored error is
-    # raised again by feed() for the next bytes after the (unsent) RJ
-    "reader-error-after-reject": ("RemoteProtocolError",),
-}
+KNOWN_BUGS: dict[str, tuple[str, ...]] = {}
 
 
 def known_bug(exception_line: str) -> str | None:

@@ -270,13 +270,6 @@ def _pipelined_echo_session() -> bytes:
     return session.encode()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an A-ASSOCIATE-RQ and the P-DATA behind it in one read abort the "
-    "association (the reader runs ahead of the pending accept: Sta3 + Evt10 -> AA-8), then "
-    "accepting raises LocalProtocolError in Sta13, logged as 'unexpected error'; DCMTK "
-    "storescp answers the same bytes with AC, C-ECHO-RSP and A-RELEASE-RP",
-)
 async def test_bug_pipelined_request_is_served_like_dcmtk_does(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -303,13 +296,6 @@ def _store_then_broken_pdu(uid: str) -> tuple[bytes, bytes, bytes]:
     return rq, message + broken, data_set
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a data set whose last fragment arrives in the same read as a malformed PDU "
-    "is committed to its final path after the SCP has sent A-ABORT; the peer never gets a "
-    "response (with duplicates=REJECT its retry is refused), and sending the response "
-    "raises LocalProtocolError in Sta13, logged as 'unexpected error'",
-)
 async def test_bug_no_store_is_committed_after_the_association_is_aborted(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -330,14 +316,6 @@ async def test_bug_no_store_is_committed_after_the_association_is_aborted(
     assert not [r for r in caplog.records if "unexpected error" in r.getMessage()]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the A-ASSOCIATE-RJ for a protocol version without bit 0 is queued but "
-    "only sent when ARTIM expires (Association._protocol_error makes output without an "
-    "event, and Connection.next_event flushes only with an event); bytes the peer sends "
-    "meanwhile make receive_data re-raise the reader's stored error (feed() is outside "
-    "the try, _input_finished is not set): 'unexpected error', and the RJ is never sent",
-)
 async def test_bug_protocol_version_rejection_is_sent_at_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -184,6 +184,12 @@ class Association:
         return self.state is State.STA1 or self.state is State.STA3 or self._input_finished
 
     @property
+    def gone(self) -> bool:
+        """True once the association has ended (Sta13 or Sta1 after a start): nothing
+        more can be sent on it but what the state machine sends by itself."""
+        return self.state is State.STA13 or self.closed
+
+    @property
     def can_send_data(self) -> bool:
         """True when a P-DATA request is allowed now (DT-1 in Sta6, AR-7 in Sta8)."""
         return self.state is State.STA6 or self.state is State.STA8
@@ -221,7 +227,11 @@ class Association:
         self._now = now
         if self.state is State.STA1 or self._input_finished:
             return
-        self._reader.feed(data)
+        try:
+            self._reader.feed(data)
+        except RemoteProtocolError as error:
+            self._protocol_error(error)
+            return
         self._process_input()
 
     def _process_input(self) -> None:
@@ -301,6 +311,9 @@ class Association:
 
     def _protocol_error(self, error: RemoteProtocolError) -> None:
         """Evt19: an unrecognised or invalid PDU (or a broken DIMSE stream)."""
+        # Whatever follows the bad bytes cannot be framed: stop reading (the peer gets
+        # one answer, not one per later PDU) and let ARTIM or the peer close.
+        self._input_finished = True
         if error.reject is not None and self.state is State.STA2:
             # AE-6 finds the request unacceptable to the service provider (e.g. protocol
             # version): Sta3 then, at once, the provider's own A-ASSOCIATE-RJ (Evt8).
@@ -308,9 +321,6 @@ class Association:
             reject = AssociateRJ(error.reject.result, error.reject.source, error.reject.reason)
             self._fire(StateEvent.EVT8, RejectAssociation(reject))
             return
-        # Whatever follows the bad bytes cannot be framed: stop reading (the peer gets
-        # one A-ABORT, not one per later PDU) and let ARTIM or the peer close.
-        self._input_finished = True
         self._fire(StateEvent.EVT19, error)
 
     def _pdv_fragment(self, fragment: PDVFragment) -> None:
