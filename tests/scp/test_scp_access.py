@@ -12,8 +12,9 @@ import anyio
 import pydicom
 import pytest
 
-from aiodicom import SCPConfig
+from aiodicom import SCPConfig, associate, contexts_for_files
 from aiodicom.protocol.pdu import UserIdentityRQ
+from aiodicom.scu_files import ClientError
 from aiodicom.tls import client_context, server_context
 from scp_helpers import LOOPBACK, running_scp
 from support import need_executable, need_module, pydicom_test_files
@@ -164,3 +165,29 @@ async def test_user_identity(tmp_path: Path) -> None:
         assert scp.stats.stored == 1 and scp.stats.rejected_associations == 2
     assert seen[0][1] == "WARD"
     assert seen[0][0].identity_type == 2  # username and passcode
+
+
+async def test_aiodicom_scu_over_tls(tmp_path: Path) -> None:
+    certificates = Certificates(tmp_path)
+    source = next(p for p in pydicom_test_files() if p.name == "CT_small.dcm")
+    context = client_context(
+        cafile=certificates.ca,
+        certfile=certificates.client_cert,
+        keyfile=certificates.client_key,
+    )
+    async with running_scp(tmp_path / "data", config=_tls_config(certificates)) as scp:
+        async with associate(
+            LOOPBACK, scp.port, contexts=contexts_for_files([source]), ssl_context=context
+        ) as peer:
+            assert (await peer.store(source)).status == 0x0000
+        # The same SCU without a client certificate is refused in the handshake.
+        with pytest.raises((ClientError, OSError, anyio.BrokenResourceError)):
+            async with associate(
+                LOOPBACK,
+                scp.port,
+                contexts=contexts_for_files([source]),
+                ssl_context=client_context(cafile=certificates.ca),
+                acse_timeout=10,
+            ) as peer:
+                await peer.echo()
+        assert scp.stats.stored == 1
