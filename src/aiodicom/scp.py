@@ -503,7 +503,7 @@ class _Session:
             echo_response = CEchoRSP(
                 message_id_being_responded_to=command.message_id,
                 status=Status.SUCCESS,
-                affected_sop_class_uid=command.affected_sop_class_uid,
+                affected_sop_class_uid=_echoable_uid(command.affected_sop_class_uid),
             )
             await self.connection.send(SendMessage(event.context_id, echo_response))
         elif isinstance(command, CStoreRQ):

@@ -19,9 +19,11 @@ from aiodicom import SCPConfig
 from aiodicom.protocol.codes import AbortSource, PDUType
 from aiodicom.protocol.dimse import (
     CEchoRQ,
+    CEchoRSP,
     CStoreRQ,
     encode_command,
 )
+from aiodicom.protocol.dimse_stream import encode_message
 from aiodicom.protocol.pdu import (
     Abort,
     AssociateRJ,
@@ -230,3 +232,19 @@ async def test_associate_rj_is_not_an_abort(tmp_path: Path) -> None:
         raw = await peer.receive_pdu()
         assert raw is not None
         assert decode_pdu(raw) == AssociateRJ(1, 1, 7)
+
+
+async def test_echo_with_a_non_ascii_sop_class_uid_is_answered(tmp_path: Path) -> None:
+    # The decoded UID holds U+FFFD; echoing it back must not break the response.
+    async with running_scp(tmp_path) as scp:
+        async with raw_peer(scp.port) as peer:
+            await peer.associate([(VERIFICATION, [ExplicitVRLittleEndian])])
+            command = encode_command(CEchoRQ(message_id=3))
+            assert command.count(b"1.2.840.10008.1.1") == 1
+            hostile = command.replace(b"1.2.840.10008.1.1", b"1.2.840.10008.1.\xe9")
+            await peer.send(encode_message(1, hostile, None, peer.server_max_pdu_length))
+            response = await peer.receive_command()
+            assert isinstance(response, CEchoRSP) and response.status == 0x0000
+            assert response.affected_sop_class_uid is None
+            await peer.release()
+        await echo_works(scp.port)
