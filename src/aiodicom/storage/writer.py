@@ -413,16 +413,21 @@ class IncomingFile:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(_discard_temp_sync, temp)
 
-    async def _write_batch(self) -> None:
+    def _hand_over(self) -> _TempFile:
+        """Move the pending chunks to the temporary file (made on first use, header
+        first); done before any thread hop, so no chunk is ever written twice or kept
+        after it is on disk, whatever happens to this task while the thread runs."""
         temp = self._temp
         if temp is None:
             temp = self._temp = _TempFile(self._temp_dir / _temp_name())
             temp.chunks = [self._header]
-        # Hand the chunks over before the hop: whatever happens to this task while the
-        # thread runs, no chunk is ever written twice or kept after it is on disk.
         temp.chunks.extend(self._chunks)
         self._chunks = []
         self._buffered = 0
+        return temp
+
+    async def _write_batch(self) -> None:
+        temp = self._hand_over()
         try:
             await anyio.to_thread.run_sync(_write_pending_sync, temp)
         except OSError as exc:
@@ -432,12 +437,7 @@ class IncomingFile:
         """Finish the temp file and move it into place (a worker thread, or the loop for
         a small file without fsync)."""
         config = self._config
-        temp = self._temp
-        if temp is None:
-            temp = self._temp = _TempFile(self._temp_dir / _temp_name())
-            temp.chunks = [self._header]
-        temp.chunks.extend(self._chunks)
-        self._chunks = []
+        temp = self._hand_over()
         size = len(self._header) + self._received
         try:
             _write_pending_sync(temp)
