@@ -15,11 +15,15 @@ from aiodicom.cli import _worker_arguments
 from support import need_executable, pydicom_test_files
 
 
-def test_worker_arguments_drop_the_subcommand_port_and_worker_count() -> None:
+def test_worker_arguments_drop_the_subcommand_and_worker_count() -> None:
     argv = ["storescp", "--workers", "3", "-aet", "X", "-od", "/d", "--bind", "127.0.0.1", "104"]
-    assert _worker_arguments(argv, 104) == ["-aet", "X", "-od", "/d", "--bind", "127.0.0.1"]
+    assert _worker_arguments(argv) == ["-aet", "X", "-od", "/d", "--bind", "127.0.0.1", "104"]
     argv = ["storescp", "0", "--workers=2", "-q"]
-    assert _worker_arguments(argv, 0) == ["-q"]
+    assert _worker_arguments(argv) == ["0", "-q"]
+    # An option value equal to the port is left alone (the port stays too; the
+    # workers' --bound-port wins over it).
+    argv = ["storescp", "0", "-ta", "0", "--workers", "2"]
+    assert _worker_arguments(argv) == ["0", "-ta", "0"]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT load balancing is Linux's")

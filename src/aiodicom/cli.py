@@ -34,7 +34,7 @@ from .scu_files import (
 )
 from .storage import DuplicatePolicy, StorageSortKey
 from .tls import server_context
-from .workers import run_workers
+from .workers import run_workers, summary_line
 
 logger = logging.getLogger("aiodicom.cli")
 
@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Used by --workers for its children; not for people.
     scp.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     scp.add_argument("--no-cleanup", action="store_true", help=argparse.SUPPRESS)
+    # The port --workers bound (the command line's may be 0): it replaces PORT.
+    scp.add_argument("--bound-port", type=int, default=None, help=argparse.SUPPRESS)
     _add_scu_parsers(commands)
     return parser
 
@@ -211,7 +213,7 @@ async def _run_storescp(arguments: argparse.Namespace) -> int:
     scp = StoreSCP(
         ae_title=arguments.aetitle,
         host=arguments.bind,
-        port=arguments.port,
+        port=arguments.port if arguments.bound_port is None else arguments.bound_port,
         data_dir=arguments.output_directory,
         sort_by=arguments.sort_by,
         config=config,
@@ -223,9 +225,14 @@ async def _run_storescp(arguments: argparse.Namespace) -> int:
     await serve_until_signalled(scp, on_started=announce)
     stats = scp.stats
     print(
-        f"aiodicom storescp: {stats.stored} stored, {stats.failed_stores} failed, "
-        f"{stats.echoes} echoes, {stats.associations} associations "
-        f"({stats.rejected_associations} rejected, {stats.aborted_associations} aborted)",
+        summary_line(
+            stats.stored,
+            stats.failed_stores,
+            stats.echoes,
+            stats.associations,
+            stats.rejected_associations,
+            stats.aborted_associations,
+        ),
         flush=True,
     )
     return 0
@@ -244,8 +251,11 @@ def _server_tls_context(arguments: argparse.Namespace) -> ssl.SSLContext | None:
     )
 
 
-def _worker_arguments(argv: Sequence[str], port: int) -> list[str]:
-    """The storescp command line minus the subcommand, the port and --workers N."""
+def _worker_arguments(argv: Sequence[str]) -> list[str]:
+    """The storescp command line minus the subcommand and ``--workers N``.
+
+    The port stays: each worker gets ``--bound-port`` as well, which wins over it.
+    """
     arguments = list(argv)
     arguments.remove("storescp")
     for index, argument in enumerate(arguments):
@@ -253,11 +263,6 @@ def _worker_arguments(argv: Sequence[str], port: int) -> list[str]:
             del arguments[index : index + 2]
             break
         if argument.startswith("--workers="):
-            del arguments[index]
-            break
-    # The port is the only positional argument left; drop its last occurrence.
-    for index in range(len(arguments) - 1, -1, -1):
-        if arguments[index] == str(port):
             del arguments[index]
             break
     return arguments
@@ -271,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(arguments)
     if arguments.command == "storescp" and arguments.workers > 1:
         return run_workers(
-            _worker_arguments(sys.argv[1:] if argv is None else argv, arguments.port),
+            _worker_arguments(sys.argv[1:] if argv is None else argv),
             workers=arguments.workers,
             host=arguments.bind,
             port=arguments.port,

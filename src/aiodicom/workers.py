@@ -3,7 +3,7 @@
 One Python process uses one core. On a multi-core machine N processes each bind the same
 port with SO_REUSEPORT (Linux, the BSDs) and the kernel spreads new connections over
 them, so concurrent associations are served in parallel. Each worker is the ordinary
-``aiodicom storescp`` with two hidden options: ``--reuse-port`` and ``--no-cleanup``
+``aiodicom storescp`` with hidden options: ``--reuse-port``, ``--bound-port`` and ``--no-cleanup``
 (temporary files are cleaned once, here, before any worker starts, so that a worker
 never removes another's file in progress; temporary names carry the process id).
 
@@ -31,6 +31,16 @@ _SUMMARY = re.compile(
     r"(\d+) stored, (\d+) failed, (\d+) echoes, (\d+) associations "
     r"\((\d+) rejected, (\d+) aborted\)"
 )
+
+
+def summary_line(
+    stored: int, failed: int, echoes: int, associations: int, rejected: int, aborted: int
+) -> str:
+    """The storescp exit summary; :data:`_SUMMARY` reads it back from the workers."""
+    return (
+        f"aiodicom storescp: {stored} stored, {failed} failed, {echoes} echoes, "
+        f"{associations} associations ({rejected} rejected, {aborted} aborted)"
+    )
 
 
 def reserve_port(host: str | None, port: int) -> tuple[socket.socket, int]:
@@ -72,6 +82,7 @@ def run_workers(
                         *worker_arguments,
                         "--reuse-port",
                         "--no-cleanup",
+                        "--bound-port",
                         str(bound_port),
                     ],
                     stdout=subprocess.PIPE,
@@ -116,12 +127,7 @@ def _supervise(children: list[subprocess.Popen[str]]) -> int:
                     total + int(value) for total, value in zip(totals, found.groups(), strict=True)
                 ]
         codes.append(child.wait())
-    stored, failed, echoes, associations, rejected, aborted = totals
-    print(
-        f"aiodicom storescp: {stored} stored, {failed} failed, {echoes} echoes, "
-        f"{associations} associations ({rejected} rejected, {aborted} aborted)",
-        flush=True,
-    )
+    print(summary_line(*totals), flush=True)
     return max(codes, default=0)
 
 
