@@ -33,6 +33,7 @@ import anyio
 from anyio.abc import ByteStream, Listener, SocketAttribute, TaskGroup, TaskStatus
 from anyio.streams.tls import TLSListener
 
+from .asyncio_transport import ProtocolListener, is_asyncio
 from .callbacks import CallbackRunner, DatasetCallback, EventCallback, StoredInstance
 from .protocol.association import Association
 from .protocol.codes import RejectResult, RejectSource, RejectUserReason
@@ -104,6 +105,10 @@ class SCPConfig:
     duplicates: DuplicatePolicy = DuplicatePolicy.REPLACE
     max_pending_callbacks: int = 32
     tcp_quickack: bool = True
+    # On asyncio (and uvloop), serve plain TCP through an asyncio Protocol rather than
+    # anyio's socket streams: the same behaviour, about half the cost per small data
+    # set (see aiodicom.asyncio_transport). Trio and TLS always use anyio's streams.
+    asyncio_protocol: bool = True
     # SO_REUSEPORT: several processes serve one port (see aiodicom.workers).
     reuse_port: bool = False
     # Remove temporary files left by a crash when serving starts. Turn off only when
@@ -212,7 +217,9 @@ class StoreSCP:
             local_host=self.host, local_port=self.requested_port, reuse_port=self.config.reuse_port
         )
         self.port = int(listener.extra(SocketAttribute.local_port))
-        if self.config.ssl_context is not None:
+        if self.config.ssl_context is None and self.config.asyncio_protocol and is_asyncio():
+            listener = ProtocolListener(listener)
+        elif self.config.ssl_context is not None:
             # standard_compatible=False: DICOM peers commonly close without a TLS
             # close_notify; that must not count as an error.
             listener = TLSListener(

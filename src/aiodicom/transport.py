@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 from anyio.abc import ByteStream, SocketAttribute
 
+from .asyncio_transport import ProtocolStream
 from .protocol.association import Association
 from .protocol.errors import LocalProtocolError
 from .protocol.events import AbortAssociation, ConnectionClosed, Event, SendEvent
@@ -63,6 +64,7 @@ class Connection:
             if hasattr(raw, "setsockopt") and family in (socket.AF_INET, socket.AF_INET6):
                 self._socket = raw
         self._transport_closed = False
+        self._protocol_stream = stream if isinstance(stream, ProtocolStream) else None
 
     @property
     def quickack_active(self) -> bool:
@@ -121,18 +123,24 @@ class Connection:
         if artim_deadline is not None:
             deadline = min(deadline, artim_deadline)
         data: bytes | None = None
-        with anyio.move_on_after(deadline - now):
-            try:
-                data = await self.stream.receive(self.receive_size)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._transport_closed = True
-                association.connection_lost()
-                return
-            except OSError as error:
-                logger.debug("transport error: %s", error)
-                self._transport_closed = True
-                association.connection_lost()
-                return
+        try:
+            if self._protocol_stream is not None:
+                # No cancel scope: the stream times its own wait (same clock).
+                data = await self._protocol_stream.receive_before(
+                    self.receive_size, None if deadline == float("inf") else deadline
+                )
+            else:
+                with anyio.move_on_after(deadline - now):
+                    data = await self.stream.receive(self.receive_size)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._transport_closed = True
+            association.connection_lost()
+            return
+        except OSError as error:
+            logger.debug("transport error: %s", error)
+            self._transport_closed = True
+            association.connection_lost()
+            return
         now = anyio.current_time()
         if data is None:
             if artim_deadline is not None and now >= artim_deadline:
