@@ -197,7 +197,7 @@ class StoreSCP:
         )
         self._stop_requested: anyio.Event | None = None
         self._stopping = False
-        self._idle_scopes: set[anyio.CancelScope] = set()
+        self._sessions: set[_Session] = set()
         self._runner: CallbackRunner | None = None
         self._own_task_group: TaskGroup | None = None
         self._own_task_group_cm: Any = None
@@ -253,8 +253,8 @@ class StoreSCP:
                     # after their current message; whatever is left at the deadline is
                     # cancelled (their temporary files are removed on the way out).
                     self._stopping = True
-                    for scope in list(self._idle_scopes):
-                        scope.cancel()
+                    for session in list(self._sessions):
+                        session.interrupt_if_idle()
                     association_group.cancel_scope.deadline = (
                         anyio.current_time() + self.config.shutdown_timeout
                     )
@@ -394,26 +394,45 @@ class _Session:
         # (context, response) of an unsupported request whose data set is being skipped
         self.discarding: tuple[int, OtherCommand | None] | None = None
         self.holds_slot = False
+        self._idle_scope = anyio.CancelScope()
+        self._waiting_idle = False
 
     async def run(self) -> None:
+        """Serve the association until it ends; a graceful shutdown of the server
+        aborts it as soon as it is idle (between messages)."""
+        server = self.server
+        server._sessions.add(self)
+        try:
+            # One scope for the whole association (not one per idle wait: that cost
+            # more than the rest of the network edge per small data set).
+            with self._idle_scope:
+                await self._serve_messages()
+        finally:
+            server._sessions.discard(self)
+        if self._idle_scope.cancel_called:
+            logger.info("%s: server shutting down; aborting", self.name)
+            await self.connection.abort()
+
+    def interrupt_if_idle(self) -> None:
+        """Cut the wait for the next message short (graceful shutdown); a session in
+        the middle of a message finishes it and stops at its next idle moment."""
+        if self._waiting_idle:
+            self._idle_scope.cancel()
+
+    async def _serve_messages(self) -> None:
         server = self.server
         config = server.config
         association = self.connection.association
         while True:
             if association.established and self.idle:
                 if server._stopping:
-                    logger.info("%s: server shutting down; aborting", self.name)
-                    await self.connection.abort()
+                    self._idle_scope.cancel()
                     return
-                # Idle: the wait can be cut short by a graceful shutdown.
-                with anyio.CancelScope() as scope:
-                    server._idle_scopes.add(scope)
-                    try:
-                        event = await self.connection.next_event(config.idle_timeout)
-                    finally:
-                        server._idle_scopes.discard(scope)
-                if scope.cancelled_caught:
-                    continue
+                self._waiting_idle = True
+                try:
+                    event = await self.connection.next_event(config.idle_timeout)
+                finally:
+                    self._waiting_idle = False
             else:
                 timeout = config.dimse_timeout if association.established else None
                 event = await self.connection.next_event(timeout)

@@ -8,10 +8,12 @@ the SCU use it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -65,6 +67,12 @@ class Connection:
                 self._socket = raw
         self._transport_closed = False
         self._protocol_stream = stream if isinstance(stream, ProtocolStream) else None
+        # anyio's clock; on asyncio that is the loop's own, read without the lookup.
+        self._clock: Callable[[], float] = (
+            asyncio.get_running_loop().time
+            if self._protocol_stream is not None
+            else anyio.current_time
+        )
 
     @property
     def quickack_active(self) -> bool:
@@ -73,7 +81,7 @@ class Connection:
 
     def start(self) -> None:
         """Tell the association that the transport connection is open."""
-        self.association.connection_made(anyio.current_time())
+        self.association.connection_made(self._clock())
 
     async def flush(self) -> None:
         """Write whatever the association has queued for the peer."""
@@ -94,7 +102,7 @@ class Connection:
             # no one left to send it to (Table 9-10 has no cell for it).
             logger.debug("%s dropped: the association is gone", type(event).__name__)
             return
-        await self._write(self.association.send(event, anyio.current_time()))
+        await self._write(self.association.send(event, self._clock()))
 
     async def next_event(self, timeout: float | None) -> Event:
         """The next event, reading from the peer as needed.
@@ -117,7 +125,7 @@ class Connection:
 
     async def _receive_once(self, timeout: float | None) -> None:
         association = self.association
-        now = anyio.current_time()
+        now = self._clock()
         artim_deadline = association.get_timer()
         deadline = float("inf") if timeout is None else now + timeout
         if artim_deadline is not None:
@@ -141,7 +149,7 @@ class Connection:
             self._transport_closed = True
             association.connection_lost()
             return
-        now = anyio.current_time()
+        now = self._clock()
         if data is None:
             if artim_deadline is not None and now >= artim_deadline:
                 association.handle_timer(now)

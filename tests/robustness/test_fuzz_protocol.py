@@ -232,7 +232,7 @@ async def test_fuzz_in_process_frees_every_association(tmp_path: Path) -> None:
             assert tally.crashes == 0 and tally.hangs == 0, figures
             assert all(count == 0 for count in live.values()), figures
             assert scp.stats.active_associations == 0, figures
-            assert not scp._idle_scopes, figures
+            assert not scp._sessions, figures
             # 1,200 cases: a leak of even 500 bytes per case would show as 600 KB.
             assert growth < 512 * 1024, figures
     finally:
@@ -256,7 +256,7 @@ async def _wait_until_idle(scp: StoreSCP) -> dict[str, int]:
     (1 s here) expires, so this takes up to about a second.
     """
     live = _live_objects()
-    while any(live.values()) or scp.stats.active_associations or scp._idle_scopes:
+    while any(live.values()) or scp.stats.active_associations or scp._sessions:
         await anyio.sleep(0.1)
         live = _live_objects()
     return live

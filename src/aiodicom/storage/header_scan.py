@@ -191,6 +191,7 @@ class HeaderScanner:
         self._consumed = 0  # data set bytes (inflated) handed to the walker so far
         self._values: dict[int, bytes] = {}
         self._done = False
+        self._result: HeaderFields | None = None
         self._limit_reached = False
 
     @property
@@ -232,8 +233,10 @@ class HeaderScanner:
 
     def result(self) -> HeaderFields:
         """The values found so far (complete once ``done``)."""
+        if self._result is not None:
+            return self._result
         values = self._values
-        return HeaderFields(
+        fields = HeaderFields(
             sop_class_uid=_decode_uid(values.get(_SOP_CLASS_UID)),
             sop_instance_uid=_decode_uid(values.get(_SOP_INSTANCE_UID)),
             patient_id=_decode_patient_id(
@@ -242,6 +245,9 @@ class HeaderScanner:
             study_instance_uid=_decode_uid(values.get(_STUDY_INSTANCE_UID)),
             series_instance_uid=_decode_uid(values.get(_SERIES_INSTANCE_UID)),
         )
+        if self._done:
+            self._result = fields  # nothing can change any more
+        return fields
 
     # -- internals ---------------------------------------------------------------------
 

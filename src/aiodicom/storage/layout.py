@@ -101,21 +101,27 @@ def _patient_id_component(value: str | None) -> str:
     return mapped[: _PATIENT_ID_MAX - len(suffix)] + suffix
 
 
-def relative_path(fields: HeaderFields, sort_by: StorageSortKey) -> PurePosixPath:
-    """The file's path relative to the data directory for the chosen layout."""
+def relative_parts(fields: HeaderFields, sort_by: StorageSortKey) -> tuple[str, ...]:
+    """The components of the file's path relative to the data directory (folders, then
+    the file name) for the chosen layout; each one checked by the rules above."""
     file_name = _uid_component(fields.sop_instance_uid) + FILE_SUFFIX
     if sort_by is StorageSortKey.IMAGE:
-        return PurePosixPath(file_name)
+        return (file_name,)
     series = _uid_component(fields.series_instance_uid)
     if sort_by is StorageSortKey.SERIES:
-        return PurePosixPath(series, file_name)
+        return (series, file_name)
     study = _uid_component(fields.study_instance_uid)
     if sort_by is StorageSortKey.STUDY:
-        return PurePosixPath(study, series, file_name)
+        return (study, series, file_name)
     if sort_by is StorageSortKey.PATIENT:
         patient = _patient_id_component(fields.patient_id)
-        return PurePosixPath(patient, study, series, file_name)
+        return (patient, study, series, file_name)
     raise ValueError(f"unknown sort key {sort_by!r}")
+
+
+def relative_path(fields: HeaderFields, sort_by: StorageSortKey) -> PurePosixPath:
+    """The file's path relative to the data directory for the chosen layout."""
+    return PurePosixPath(*relative_parts(fields, sort_by))
 
 
 def final_path(data_dir: Path, relative: PurePosixPath) -> Path:

@@ -10,6 +10,7 @@ Table 7.1-1, always in Explicit VR Little Endian whatever the data set's transfe
 
 from __future__ import annotations
 
+import functools
 import struct
 
 # One implementation, one identity: (0002,0012)/(0002,0013) carry the same values that
@@ -77,17 +78,48 @@ def encode_file_meta(
     Table 6.2-1) so it is stripped, and left out when empty or ``None``.
     Raises ``ValueError`` for a value that cannot be encoded (non-ASCII, too long).
     """
-    body = [
-        _LONG_HEADER.pack(_GROUP, 0x0001, b"OB", len(_META_VERSION)) + _META_VERSION,
-        _short_element(0x0002, b"UI", _uid_value(sop_class_uid, "SOP Class UID")),
-        _short_element(0x0003, b"UI", _uid_value(sop_instance_uid, "SOP Instance UID")),
+    # Only the SOP Instance UID changes from one file to the next: the elements before
+    # and after it are encoded once per (class, syntax, implementation, AE) and reused.
+    before, after = _fixed_elements(
+        sop_class_uid,
+        transfer_syntax_uid,
+        implementation_class_uid,
+        implementation_version_name,
+        source_ae_title,
+    )
+    instance = _short_element(0x0003, b"UI", _uid_value(sop_instance_uid, "SOP Instance UID"))
+    # PS3.10 Table 7.1-1 (0002,0000): the number of bytes after this element's value up
+    # to the end of the group.
+    length = len(before) + len(instance) + len(after)
+    return b"".join((_HEAD, _GROUP_LENGTH.pack(length), before, instance, after))
+
+
+_HEAD = PREAMBLE + DICOM_PREFIX + _SHORT_HEADER.pack(_GROUP, 0x0000, b"UL", 4)
+_GROUP_LENGTH = struct.Struct("<L")
+
+
+@functools.lru_cache(maxsize=256)
+def _fixed_elements(
+    sop_class_uid: str,
+    transfer_syntax_uid: str,
+    implementation_class_uid: str,
+    implementation_version_name: str,
+    source_ae_title: str | None,
+) -> tuple[bytes, bytes]:
+    """The encoded elements before (0002,0003) and after it, in tag order."""
+    before = (
+        _LONG_HEADER.pack(_GROUP, 0x0001, b"OB", len(_META_VERSION))
+        + _META_VERSION
+        + _short_element(0x0002, b"UI", _uid_value(sop_class_uid, "SOP Class UID"))
+    )
+    after = [
         _short_element(0x0010, b"UI", _uid_value(transfer_syntax_uid, "Transfer Syntax UID")),
         _short_element(
             0x0012, b"UI", _uid_value(implementation_class_uid, "Implementation Class UID")
         ),
     ]
     if implementation_version_name:
-        body.append(
+        after.append(
             _short_element(
                 0x0013,
                 b"SH",
@@ -96,9 +128,5 @@ def encode_file_meta(
         )
     ae_title = (source_ae_title or "").strip()
     if ae_title:
-        body.append(_short_element(0x0016, b"AE", _text_value(ae_title, "Source AE Title")))
-    group = b"".join(body)
-    # PS3.10 Table 7.1-1 (0002,0000): the number of bytes after this element's value up
-    # to the end of the group, i.e. everything we just joined.
-    group_length = _SHORT_HEADER.pack(_GROUP, 0x0000, b"UL", 4) + struct.pack("<L", len(group))
-    return PREAMBLE + DICOM_PREFIX + group_length + group
+        after.append(_short_element(0x0016, b"AE", _text_value(ae_title, "Source AE Title")))
+    return before, b"".join(after)

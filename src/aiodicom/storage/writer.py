@@ -53,7 +53,7 @@ import anyio
 import anyio.to_thread
 
 from .header_scan import DEFAULT_MAX_HEADER_BYTES, HeaderFields, HeaderScanError, HeaderScanner
-from .layout import StorageSortKey, UnsafePathComponent, final_path, relative_path
+from .layout import StorageSortKey, UnsafePathComponent, final_path, relative_parts
 from .part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, encode_file_meta
 
 __all__ = [
@@ -169,6 +169,7 @@ class StorageWriter:
     def __init__(self, config: StorageConfig) -> None:
         self.config = config
         self._temp_dir = config.data_dir / TEMP_DIR_NAME
+        self._temp_prefix = os.path.join(self._temp_dir, "")  # str: cheaper per file
         self._directories = _KnownDirectories()
 
     async def start_cleanup(self) -> int:
@@ -197,7 +198,7 @@ class StorageWriter:
     ) -> IncomingFile:
         return IncomingFile(
             self.config,
-            self._temp_dir,
+            self._temp_prefix,
             self._directories,
             sop_class_uid=sop_class_uid.strip("\x00 "),
             sop_instance_uid=sop_instance_uid.strip("\x00 "),
@@ -215,12 +216,12 @@ class _KnownDirectories:
     LIMIT: Final = 4096
 
     def __init__(self) -> None:
-        self._folders: dict[PurePosixPath, Path] = {}
+        self._folders: dict[tuple[str, ...], str] = {}
 
-    def get(self, relative: PurePosixPath) -> Path | None:
+    def get(self, relative: tuple[str, ...]) -> str | None:
         return self._folders.get(relative)
 
-    def add(self, relative: PurePosixPath, folder: Path) -> None:
+    def add(self, relative: tuple[str, ...], folder: str) -> None:
         if len(self._folders) >= self.LIMIT:
             self._folders.clear()
         self._folders[relative] = folder
@@ -228,7 +229,7 @@ class _KnownDirectories:
 
 @dataclass
 class _TempFile:
-    path: Path
+    path: str
     descriptor: int | None = None
     chunks: list[bytes | memoryview] = field(default_factory=list)
 
@@ -239,7 +240,7 @@ class IncomingFile:
     def __init__(
         self,
         config: StorageConfig,
-        temp_dir: Path,
+        temp_prefix: str,
         directories: _KnownDirectories,
         *,
         sop_class_uid: str,
@@ -248,7 +249,7 @@ class IncomingFile:
         calling_ae_title: str,
     ) -> None:
         self._config = config
-        self._temp_dir = temp_dir
+        self._temp_prefix = temp_prefix
         self._directories = directories
         self._sop_class_uid = sop_class_uid
         self._sop_instance_uid = sop_instance_uid
@@ -352,7 +353,7 @@ class IncomingFile:
 
     # -- validation --------------------------------------------------------------------
 
-    def _validate(self) -> PurePosixPath:
+    def _validate(self) -> tuple[str, ...]:
         if self._failure is not None:
             raise self._failure
         try:
@@ -375,7 +376,7 @@ class IncomingFile:
                 f"the data set has no {missing}, the {sort_by.value} layout needs it",
             )
         try:
-            return relative_path(fields, sort_by)
+            return relative_parts(fields, sort_by)
         except UnsafePathComponent as exc:
             raise StoreFailure(STATUS_UNSAFE_PATH, str(exc)) from None
 
@@ -419,7 +420,7 @@ class IncomingFile:
         after it is on disk, whatever happens to this task while the thread runs."""
         temp = self._temp
         if temp is None:
-            temp = self._temp = _TempFile(self._temp_dir / _temp_name())
+            temp = self._temp = _TempFile(self._temp_prefix + _temp_name())
             temp.chunks = [self._header]
         temp.chunks.extend(self._chunks)
         self._chunks = []
@@ -433,7 +434,7 @@ class IncomingFile:
         except OSError as exc:
             await self._doom(StoreFailure(STATUS_OUT_OF_RESOURCES, f"cannot write: {exc}"))
 
-    def _commit_sync(self, relative: PurePosixPath) -> StoredFile:
+    def _commit_sync(self, relative: tuple[str, ...]) -> StoredFile:
         """Finish the temp file and move it into place (a worker thread, or the loop for
         a small file without fsync)."""
         config = self._config
@@ -456,13 +457,13 @@ class IncomingFile:
             if kept_existing:
                 size = os.stat(target).st_size
             if config.fsync:
-                for directory in {target.parent, *(path.parent for path in created)}:
+                for directory in {os.path.dirname(target), *(str(p.parent) for p in created)}:
                     _fsync_directory(directory)
         except OSError as exc:
             raise StoreFailure(STATUS_OUT_OF_RESOURCES, f"cannot store: {exc}") from None
         self._temp = None
         return StoredFile(
-            path=target,
+            path=Path(target),
             fields=self._scanner.result(),
             transfer_syntax_uid=self._transfer_syntax_uid,
             size=size,
@@ -470,24 +471,25 @@ class IncomingFile:
             kept_existing=kept_existing,
         )
 
-    def _directory_for(self, relative: PurePosixPath, *, known: bool) -> tuple[Path, list[Path]]:
+    def _directory_for(self, relative: tuple[str, ...], *, known: bool) -> tuple[str, list[Path]]:
         """The final path and the folders created for it.
 
         A folder already proven inside ``data_dir`` and created is remembered, so most
         files cost no path resolution and no mkdir; ``known=False`` checks again.
         """
-        folder = self._directories.get(relative.parent) if known else None
+        folders = relative[:-1]
+        folder = self._directories.get(folders) if known else None
         if folder is not None:
-            return folder / relative.name, []
+            return folder + os.sep + relative[-1], []
         try:
-            target = final_path(self._config.data_dir, relative)
+            target = final_path(self._config.data_dir, PurePosixPath(*relative))
         except UnsafePathComponent as exc:
             raise StoreFailure(STATUS_UNSAFE_PATH, str(exc)) from None
         created = _make_directories(target.parent)
-        self._directories.add(relative.parent, target.parent)
-        return target, created
+        self._directories.add(folders, str(target.parent))
+        return str(target), created
 
-    def _place(self, temp_path: Path, target: Path) -> tuple[bool, bool]:
+    def _place(self, temp_path: str, target: str) -> tuple[bool, bool]:
         """Rename into place per the duplicate policy: (replaced, kept_existing)."""
         policy = self._config.duplicates
         if policy is DuplicatePolicy.REPLACE:
@@ -536,7 +538,7 @@ def _write_pending_sync(temp: _TempFile) -> None:
             try:
                 temp.descriptor = os.open(temp.path, _OPEN_FLAGS, 0o666)
             except FileNotFoundError:  # the temporary folder was removed: make it again
-                temp.path.parent.mkdir(parents=True, exist_ok=True)
+                os.makedirs(os.path.dirname(temp.path), exist_ok=True)
                 temp.descriptor = os.open(temp.path, _OPEN_FLAGS, 0o666)
         chunks, temp.chunks = temp.chunks, []
         _write_all(temp.descriptor, chunks)
@@ -610,7 +612,7 @@ def _make_directories(directory: Path) -> list[Path]:
     return missing
 
 
-def _fsync_directory(directory: Path) -> None:
+def _fsync_directory(directory: str | Path) -> None:
     if os.name == "nt":  # directories cannot be opened for fsync on Windows
         return
     descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
