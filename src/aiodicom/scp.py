@@ -102,6 +102,10 @@ class SCPConfig:
     # Asynchronous operations window we accept (PS3.7 D.3.3.3).
     max_operations_performed: int = 16
     fsync: bool = False
+    # File writes: None writes data sets up to 1 MiB without fsync in the event loop and
+    # the rest in worker threads; True always in threads (a filesystem that may stall,
+    # e.g. NFS); False always in the loop (see aiodicom.storage.writer).
+    write_in_threads: bool | None = None
     duplicates: DuplicatePolicy = DuplicatePolicy.REPLACE
     max_pending_callbacks: int = 32
     tcp_quickack: bool = True
@@ -192,6 +196,7 @@ class StoreSCP:
                 data_dir=self.data_dir,
                 sort_by=self.sort_by,
                 fsync=self.config.fsync,
+                write_in_threads=self.config.write_in_threads,
                 duplicates=self.config.duplicates,
             )
         )

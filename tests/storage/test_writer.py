@@ -149,11 +149,12 @@ def writer_for(tmp_path: Path, **options: Any) -> StorageWriter:
 
 @pytest.mark.parametrize("path", CORPUS, ids=[path.name for path in CORPUS])
 @pytest.mark.parametrize("spill", [False, True], ids=["memory", "streamed"])
-async def test_corpus_round_trip(tmp_path: Path, path: Path, spill: bool) -> None:
+@pytest.mark.parametrize("threads", [False, True], ids=["loop", "threads"])
+async def test_corpus_round_trip(tmp_path: Path, path: Path, spill: bool, threads: bool) -> None:
     ds, data, transfer_syntax = corpus_data_set(path)
     # spill: everything beyond 100 bytes goes through the temp file in 300-byte batches.
-    options = {"memory_buffer_limit": 100, "write_batch_size": 300} if spill else {}
-    writer = writer_for(tmp_path, **options)
+    options: dict[str, Any] = {"memory_buffer_limit": 100, "write_batch_size": 300} if spill else {}
+    writer = writer_for(tmp_path, write_in_threads=threads, **options)
     sop_class = str(ds.get("SOPClassUID", "1.2.3"))
     sop_instance = str(ds.get("SOPInstanceUID", "1.2.3.4"))
     uids = [ds.get(name) for name in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")]
@@ -356,7 +357,7 @@ async def test_abort_after_commit_keeps_the_file(tmp_path: Path) -> None:
 
 
 async def test_cancelled_while_streaming_then_abort_leaves_nothing(tmp_path: Path) -> None:
-    writer = writer_for(tmp_path, memory_buffer_limit=0, write_batch_size=1)
+    writer = writer_for(tmp_path, memory_buffer_limit=0, write_batch_size=1, write_in_threads=True)
     incoming = writer.begin(
         sop_class_uid=SECONDARY_CAPTURE,
         sop_instance_uid="1.2.3.4.5.6",
@@ -472,9 +473,7 @@ async def test_fsync_syncs_the_file_and_the_new_folders(
     assert synced == []
 
 
-async def test_a_small_data_set_costs_one_thread_hop(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_thread_hops_per_data_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hops = 0
     real_run_sync = anyio.to_thread.run_sync
 
@@ -484,20 +483,28 @@ async def test_a_small_data_set_costs_one_thread_hop(
         return await real_run_sync(function, *args, **kwargs)
 
     monkeypatch.setattr(anyio.to_thread, "run_sync", counting_run_sync)
-    await store(writer_for(tmp_path), data_set_bytes() + bytes(500_000))
-    assert hops == 1
-    hops = 0
+    # Up to inline_write_limit (1 MiB) and not durable: written by the loop itself.
+    await store(writer_for(tmp_path / "a"), data_set_bytes() + bytes(500_000))
+    await store(writer_for(tmp_path / "a2"), data_set_bytes())
+    assert hops == 0
+    # Over memory_buffer_limit: one hop per batch, then the commit.
     writer = writer_for(tmp_path / "b", memory_buffer_limit=0, write_batch_size=100_000)
     await store(writer, data_set_bytes() + bytes(500_000))
     assert 5 <= hops <= 12  # batches of >= 100 kB, then the commit
-    # Small and not durable: written by the loop itself, no hop at all.
+    # With fsync, or over inline_write_limit, a data set held in memory costs one hop.
     hops = 0
-    await store(writer_for(tmp_path / "c"), data_set_bytes())
-    assert hops == 0
-    # With fsync, or with inline writes turned off, a small one still goes to a thread.
-    await store(writer_for(tmp_path / "d", fsync=True), data_set_bytes())
-    await store(writer_for(tmp_path / "e", inline_write_limit=0), data_set_bytes())
+    await store(writer_for(tmp_path / "c", fsync=True), data_set_bytes())
+    await store(writer_for(tmp_path / "d", inline_write_limit=0), data_set_bytes())
     assert hops == 2
+    # write_in_threads=True: even a small one goes to a thread.
+    hops = 0
+    await store(writer_for(tmp_path / "e", write_in_threads=True), data_set_bytes())
+    assert hops == 1
+    # write_in_threads=False: nothing does, batches and fsync included.
+    hops = 0
+    in_loop = writer_for(tmp_path / "f", fsync=True, write_in_threads=False, memory_buffer_limit=0)
+    await store(in_loop, data_set_bytes() + bytes(500_000))
+    assert hops == 0
 
 
 async def test_a_folder_removed_after_use_is_made_again(tmp_path: Path) -> None:

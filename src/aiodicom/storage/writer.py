@@ -8,10 +8,15 @@ file appears at its final name complete or not at all.
 * Temporary files live in ``data_dir/.aiodicom-tmp/`` (same filesystem, so
   ``os.replace`` is atomic). No stored path can land there: UIDs start with a digit and
   Patient ID components never start with a dot (:mod:`.layout`).
-* File I/O runs in worker threads. A data set up to ``memory_buffer_limit`` costs one
-  thread hop in total (create, write, optional fsync, rename), none at all when it is
-  under ``inline_write_limit`` and fsync is off; a larger one is written in batches of
-  ``write_batch_size``. Data set bytes held per incoming file stay below
+* Where file I/O runs (``write_in_threads``). By default: a data set up to
+  ``inline_write_limit`` (1 MiB) without fsync is written by the event loop itself at
+  commit (create, write, rename: less than the hop to a worker thread and back; CT
+  images arrived ~1.3x faster on ext4 that way); anything with fsync, and the batches
+  of a larger data set, go to worker threads (one hop per batch; measured faster than
+  the loop for 96 MB data sets). ``True`` sends every write to threads (a filesystem
+  that may stall, e.g. NFS); ``False`` keeps every write in the loop.
+* A data set over ``memory_buffer_limit`` is written in batches of
+  ``write_batch_size``, so the bytes held per incoming file stay below
   ``max(memory_buffer_limit, write_batch_size)`` plus one chunk.
 * Chunks that are views of immutable ``bytes`` (what the transport hands out) are kept
   as views until written, not copied. A view keeps the whole read it came from alive;
@@ -123,7 +128,10 @@ class StorageConfig:
     # Data sets up to this size are written by the event loop itself when fsync is off:
     # create, write and rename of a small file cost less than the hop to a worker
     # thread and back. 0 sends every write to a worker thread.
-    inline_write_limit: int = 64 * 1024
+    inline_write_limit: int = 1 * _MIB
+    # None: as above. True: every write in worker threads (e.g. a network filesystem
+    # that may stall). False: every write in the event loop.
+    write_in_threads: bool | None = None
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     implementation_class_uid: str = IMPLEMENTATION_CLASS_UID
     implementation_version_name: str = IMPLEMENTATION_VERSION_NAME
@@ -325,10 +333,12 @@ class IncomingFile:
         self._finished = True
         try:
             relative = self._validate()
-            if (
-                self._temp is None
-                and not self._config.fsync
-                and self._buffered <= self._config.inline_write_limit
+            config = self._config
+            if config.write_in_threads is False or (
+                config.write_in_threads is None
+                and self._temp is None
+                and not config.fsync
+                and self._buffered <= config.inline_write_limit
             ):
                 stored = self._commit_sync(relative)
             else:
@@ -411,6 +421,9 @@ class IncomingFile:
         if temp is None:
             return
         self._temp = None
+        if self._config.write_in_threads is False:
+            _discard_temp_sync(temp)
+            return
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(_discard_temp_sync, temp)
 
@@ -430,7 +443,10 @@ class IncomingFile:
     async def _write_batch(self) -> None:
         temp = self._hand_over()
         try:
-            await anyio.to_thread.run_sync(_write_pending_sync, temp)
+            if self._config.write_in_threads is False:
+                _write_pending_sync(temp)
+            else:
+                await anyio.to_thread.run_sync(_write_pending_sync, temp)
         except OSError as exc:
             await self._doom(StoreFailure(STATUS_OUT_OF_RESOURCES, f"cannot write: {exc}"))
 
