@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+from asyncio.trsock import TransportSocket
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -71,6 +73,7 @@ class ProtocolStream(asyncio.Protocol, ByteStream):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._extra: dict[Any, Callable[[], Any]] = {}
+        self._own_socket: socket.socket | None = None
 
     # --- asyncio.Protocol -------------------------------------------------------------
 
@@ -81,7 +84,8 @@ class ProtocolStream(asyncio.Protocol, ByteStream):
         # 0: pause_writing() as soon as anything stays unsent, so that a returned
         # send() means the kernel has the bytes (closing then loses nothing).
         transport.set_write_buffer_limits(0)
-        self._extra = _socket_attributes(transport)
+        self._own_socket = _own_socket_handle(transport.get_extra_info("socket"))
+        self._extra = _socket_attributes(transport, self._own_socket)
         if self._on_connected is not None:
             self._on_connected(self)
 
@@ -100,6 +104,7 @@ class ProtocolStream(asyncio.Protocol, ByteStream):
         return False  # let the transport close itself
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._close_own_socket()
         self._lost = True
         self._eof = True
         if exc is not None and self._error is None:
@@ -113,6 +118,11 @@ class ProtocolStream(asyncio.Protocol, ByteStream):
     def resume_writing(self) -> None:
         self._write_paused = False
         self._wake_sender()
+
+    def _close_own_socket(self) -> None:
+        if self._own_socket is not None:
+            self._own_socket.close()
+            self._own_socket = None
 
     def _wake_receiver(self) -> None:
         waiter = self._receive_waiter
@@ -212,6 +222,7 @@ class ProtocolStream(asyncio.Protocol, ByteStream):
         # As anyio's socket streams: what send() returned for is with the kernel,
         # which still delivers it after the descriptor is closed.
         self._closed = True
+        self._close_own_socket()
         if self._transport is not None:
             self._transport.abort()
         self._wake_receiver()
@@ -227,8 +238,26 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def _socket_attributes(transport: asyncio.Transport) -> dict[Any, Callable[[], Any]]:
-    raw = transport.get_extra_info("socket")
+def _own_socket_handle(raw: Any) -> socket.socket | None:
+    """A real socket object for uvloop's connections, for per-read setsockopt().
+
+    uvloop hands out a PseudoSocket whose setsockopt() builds a socket object (and
+    calls getsockname()) every time: measurable when TCP_QUICKACK is set after every
+    read. A duplicate descriptor of the same socket, owned and closed by the stream,
+    costs one descriptor per connection instead.
+    """
+    if raw is None or isinstance(raw, (socket.socket, TransportSocket)):
+        return None
+    try:
+        return socket.socket(fileno=os.dup(raw.fileno()))
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def _socket_attributes(
+    transport: asyncio.Transport, own_socket: socket.socket | None
+) -> dict[Any, Callable[[], Any]]:
+    raw = own_socket if own_socket is not None else transport.get_extra_info("socket")
     attributes: dict[Any, Callable[[], Any]] = {SocketAttribute.raw_socket: lambda: raw}
     if raw is not None:
         attributes[SocketAttribute.family] = lambda: raw.family
