@@ -101,6 +101,13 @@ def _parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--timeout", type=float, default=600.0, help="seconds a send may take (per cell)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    parser.add_argument(
+        "--scratch-dir",
+        type=Path,
+        default=None,
+        help="where data and received files go (default: the system temp folder); e.g. "
+        "/dev/shm to measure the receivers without the disk's own noise",
+    )
     arguments = parser.parse_args(argv)
     if arguments.runs is None:
         arguments.runs = 1 if arguments.quick else 3
@@ -377,6 +384,7 @@ def _environment(arguments: argparse.Namespace, receivers: Sequence[str]) -> dic
         "aiodicom_uncommitted": _uncommitted_sources(),
         "load_average_at_end": os.getloadavg(),
         "sender": arguments.sender,
+        "scratch_dir": str(arguments.scratch_dir or tempfile.gettempdir()),
     }
     try:
         # The aiodicom CLI runs on uvloop when it is installed.
@@ -437,7 +445,7 @@ def run(arguments: argparse.Namespace) -> int:
     sender_problem = senders.missing_reason(arguments.sender)
     if sender_problem:
         raise SystemExit(f"cannot use sender {arguments.sender}: {sender_problem}")
-    scratch = Path(tempfile.mkdtemp(prefix="aiodicom-bench-"))
+    scratch = Path(tempfile.mkdtemp(prefix="aiodicom-bench-", dir=arguments.scratch_dir))
     try:
         started = time.monotonic()
         load_at_start = os.getloadavg()
