@@ -612,7 +612,7 @@ class _Session:
             status = Status.SUCCESS
             server.stats.stored += 1
             server.stats.bytes_stored += stored.size
-            logger.info("%s: stored %s", self.name, stored.path)
+            logger.info("%s: stored %s", self.name, stored.location)
             runner = server._runner
             if runner is not None and runner.active:
                 context = self.negotiated.contexts[self.store_context_id]

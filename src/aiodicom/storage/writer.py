@@ -154,12 +154,17 @@ class StorageConfig:
 class StoredFile:
     """A committed instance. ``size`` is the file's size on disk (header included)."""
 
-    path: Path
+    location: str  # the final path, as a string (``path`` makes the Path object)
     fields: HeaderFields
     transfer_syntax_uid: str
     size: int
     replaced: bool  # an existing file was replaced (DuplicatePolicy.REPLACE)
     kept_existing: bool = False  # the existing file was kept (DuplicatePolicy.KEEP_EXISTING)
+
+    @property
+    def path(self) -> Path:
+        """The final path (built on demand: a Path costs more than the rest of this)."""
+        return Path(self.location)
 
 
 class StoreFailure(Exception):
@@ -479,7 +484,7 @@ class IncomingFile:
             raise StoreFailure(STATUS_OUT_OF_RESOURCES, f"cannot store: {exc}") from None
         self._temp = None
         return StoredFile(
-            path=Path(target),
+            location=target,
             fields=self._scanner.result(),
             transfer_syntax_uid=self._transfer_syntax_uid,
             size=size,
@@ -535,16 +540,27 @@ class IncomingFile:
 
 
 _TEMP_NAMES = itertools.count()
-_TEMP_PREFIX = secrets.token_hex(4)
+
+
+def _new_temp_prefix() -> None:
+    global _TEMP_PREFIX
+    _TEMP_PREFIX = f"{os.getpid()}-{secrets.token_hex(4)}-"
+
+
+_TEMP_PREFIX = ""
+_new_temp_prefix()
+if hasattr(os, "register_at_fork"):
+    # A forked child must not reuse its parent's names.
+    os.register_at_fork(after_in_child=_new_temp_prefix)
 
 
 def _temp_name() -> str:
-    """A temporary file name unique to this process (process id, random prefix, counter).
+    """A temporary file name unique to this process (process id, random part, counter).
 
     Cheaper than a uuid4 per file (no system call); the process id keeps the workers of
-    one port apart and O_EXCL catches anything else.
+    one port apart, a fork gets a new prefix, and O_EXCL catches anything else.
     """
-    return f"{os.getpid()}-{_TEMP_PREFIX}-{next(_TEMP_NAMES)}{TEMP_SUFFIX}"
+    return f"{_TEMP_PREFIX}{next(_TEMP_NAMES)}{TEMP_SUFFIX}"
 
 
 def _write_pending_sync(temp: _TempFile) -> None:
