@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import ByteStream, SocketAttribute
+from anyio.streams.stapled import MultiListener
 
 from aiodicom import SCPConfig, StoreSCP
 from aiodicom.asyncio_transport import ProtocolListener, ProtocolStream, is_asyncio
@@ -267,3 +268,44 @@ async def test_scp_stores_the_same_bytes_through_either_edge(
         with open(item.path, "rb") as source:
             source.seek(item.dataset_offset)
             assert stored.endswith(source.read(item.dataset_length))
+
+
+def _ipv6_loopback_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@ASYNCIO_BACKENDS
+@pytest.mark.skipif(not _ipv6_loopback_available(), reason="no IPv6 loopback (::1) here")
+async def test_listener_serves_every_socket_of_a_multi_listener() -> None:
+    # StoreSCP(host=None) listens on one socket per address family (an anyio
+    # MultiListener); the Protocol listener must serve all of them. Built here from two
+    # loopback listeners, so that nothing listens beyond loopback.
+    inner = MultiListener(
+        [
+            await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0),
+            await anyio.create_tcp_listener(local_host="::1", local_port=0),
+        ]
+    )
+    ports = [item.extra(SocketAttribute.local_port) for item in inner.listeners]
+    listener = ProtocolListener(inner)
+    served: list[str] = []
+
+    async def greet(stream: ByteStream) -> None:
+        async with stream:
+            served.append(stream.extra(SocketAttribute.remote_address)[0])
+            await stream.send(b"hello")
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(listener.serve, greet)
+            for address, port in zip(("127.0.0.1", "::1"), ports, strict=True):
+                async with await anyio.connect_tcp(address, port) as client:
+                    assert await client.receive() == b"hello"
+            task_group.cancel_scope.cancel()
+        await listener.aclose()
+    assert served == ["127.0.0.1", "::1"]
