@@ -309,3 +309,24 @@ async def test_listener_serves_every_socket_of_a_multi_listener() -> None:
             task_group.cancel_scope.cancel()
         await listener.aclose()
     assert served == ["127.0.0.1", "::1"]
+
+
+@ASYNCIO_BACKENDS
+async def test_a_connection_arriving_after_the_task_group_ended_is_closed() -> None:
+    inner = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    listener = ProtocolListener(inner)
+    port = listener.extra(SocketAttribute.local_port)
+    async with anyio.create_task_group() as finished:
+        pass  # a task group that is no longer active
+
+    async def never(stream: ByteStream) -> None:
+        raise AssertionError("no handler may run")
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(listener.serve, never, finished)
+            async with await anyio.connect_tcp("127.0.0.1", port) as client:
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await client.receive()  # closed by the listener, not left hanging
+            task_group.cancel_scope.cancel()
+        await listener.aclose()

@@ -221,12 +221,16 @@ class ProtocolStream(asyncio.Protocol, ByteStream):
     async def aclose(self) -> None:
         # As anyio's socket streams: what send() returned for is with the kernel,
         # which still delivers it after the descriptor is closed.
+        self.abort()
+        self._wake_receiver()
+        self._wake_sender()
+
+    def abort(self) -> None:
+        """Close the connection at once (no task needed)."""
         self._closed = True
         self._close_own_socket()
         if self._transport is not None:
             self._transport.abort()
-        self._wake_receiver()
-        self._wake_sender()
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
@@ -298,7 +302,12 @@ class ProtocolListener(Listener[ByteStream]):
             group = task_group if task_group is not None else own_group
 
             def connected(stream: ProtocolStream) -> None:
-                group.start_soon(handler, stream)
+                try:
+                    group.start_soon(handler, stream)
+                except RuntimeError:
+                    # The task group has finished (shutting down): nobody will serve
+                    # this connection, so it is closed at once.
+                    stream.abort()
 
             servers = []
             try:
