@@ -67,7 +67,7 @@ def run_workers(
         print("aiodicom storescp: --workers needs SO_REUSEPORT", file=sys.stderr)
         return 2
     data_dir.mkdir(parents=True, exist_ok=True)
-    StorageWriter(StorageConfig(data_dir=data_dir))._cleanup_sync()
+    StorageWriter(StorageConfig(data_dir=data_dir)).cleanup_sync()
     holder, bound_port = reserve_port(host, port)
     children: list[subprocess.Popen[str]] = []
     try:

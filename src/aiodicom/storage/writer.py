@@ -187,9 +187,10 @@ class StorageWriter:
 
     async def start_cleanup(self) -> int:
         """Create the folders and remove temporary files left by a crash (their count)."""
-        return await anyio.to_thread.run_sync(self._cleanup_sync)
+        return await anyio.to_thread.run_sync(self.cleanup_sync)
 
-    def _cleanup_sync(self) -> int:
+    def cleanup_sync(self) -> int:
+        """Blocking form of :meth:`start_cleanup` (for a supervisor with no event loop)."""
         self._temp_dir.mkdir(parents=True, exist_ok=True)
         removed = 0
         with os.scandir(self._temp_dir) as entries:
