@@ -330,3 +330,29 @@ async def test_a_connection_arriving_after_the_task_group_ended_is_closed() -> N
                     await client.receive()  # closed by the listener, not left hanging
             task_group.cancel_scope.cancel()
         await listener.aclose()
+
+
+@ASYNCIO_BACKENDS
+async def test_a_half_closed_peer_still_gets_the_answer() -> None:
+    # A peer may shut down its sending side right after its last PDU (an A-RELEASE-RQ)
+    # and still wait for the answer.
+    inner = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    listener = ProtocolListener(inner)
+    port = listener.extra(SocketAttribute.local_port)
+
+    async def answer_after_eof(stream: ByteStream) -> None:
+        async with stream:
+            request = await stream.receive()
+            with pytest.raises(anyio.EndOfStream):
+                await stream.receive()
+            await stream.send(b"answer to " + request)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(listener.serve, answer_after_eof)
+            async with await anyio.connect_tcp("127.0.0.1", port) as client:
+                await client.send(b"release")
+                await client.send_eof()
+                assert await client.receive() == b"answer to release"
+            task_group.cancel_scope.cancel()
+        await listener.aclose()

@@ -101,7 +101,9 @@ class ProtocolStream(asyncio.Protocol, ByteStream):
     def eof_received(self) -> bool:
         self._eof = True
         self._wake_receiver()
-        return False  # let the transport close itself
+        # Keep the transport open for writing: a peer that half-closes after its last
+        # PDU (an A-RELEASE-RQ) must still get our answer; aclose() ends it.
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._close_own_socket()
