@@ -17,7 +17,7 @@ from anyio.abc import ByteStream, SocketAttribute
 from anyio.streams.stapled import MultiListener
 
 from aiodicom import SCPConfig, StoreSCP
-from aiodicom.asyncio_transport import ProtocolListener, ProtocolStream, is_asyncio
+from aiodicom.asyncio_transport import ProtocolListener, ProtocolStream, connect_tcp, is_asyncio
 from aiodicom.client import associate
 from aiodicom.protocol.association import Association
 from aiodicom.protocol.state import Role
@@ -356,3 +356,19 @@ async def test_a_half_closed_peer_still_gets_the_answer() -> None:
                 assert await client.receive() == b"answer to release"
             task_group.cancel_scope.cancel()
         await listener.aclose()
+
+
+@ASYNCIO_BACKENDS
+async def test_aclose_has_closed_the_socket_when_it_returns() -> None:
+    # The caller may block the loop right after aclose() (a test fixture waiting for a
+    # peer process, a synchronous shutdown): the peer must already see the close.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        stream = await connect_tcp("127.0.0.1", server.getsockname()[1])
+        peer, _ = server.accept()
+        with peer:
+            peer.settimeout(5)
+            await stream.aclose()
+            # Blocking on purpose: the event loop does not run until this returns.
+            # An abort may reset instead of a clean EOF: closed either way.
+            with contextlib.suppress(ConnectionResetError):
+                assert peer.recv(10) == b""

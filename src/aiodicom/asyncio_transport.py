@@ -35,7 +35,7 @@ import anyio
 from anyio.abc import ByteStream, Listener, SocketAttribute, TaskGroup
 from anyio.streams.stapled import MultiListener
 
-__all__ = ["ProtocolListener", "ProtocolStream", "is_asyncio"]
+__all__ = ["ProtocolListener", "ProtocolStream", "connect_tcp", "is_asyncio"]
 
 # Pause reading once this many received bytes wait in the queue (a slow consumer).
 DEFAULT_READ_HIGH_WATER = 4 * 1024 * 1024
@@ -226,6 +226,9 @@ class ProtocolStream(asyncio.Protocol, ByteStream):
         self.abort()
         self._wake_receiver()
         self._wake_sender()
+        # The transport closes its socket in a loop callback: let it run, so that the
+        # connection is closed when this returns (a caller may block the loop next).
+        await asyncio.sleep(0)
 
     def abort(self) -> None:
         """Close the connection at once (no task needed)."""
@@ -280,6 +283,18 @@ def _socket_attributes(
     elif remote is not None:
         attributes[SocketAttribute.remote_address] = lambda: remote
     return attributes
+
+
+async def connect_tcp(host: str, port: int) -> ProtocolStream:
+    """Open a TCP connection served by a :class:`ProtocolStream` (asyncio only), with
+    TCP_NODELAY set as anyio's ``connect_tcp`` does. Raises ``OSError``."""
+    loop = asyncio.get_running_loop()
+    _, stream = await loop.create_connection(ProtocolStream, host, port)
+    raw = stream.extra(SocketAttribute.raw_socket, None)
+    if raw is not None and raw.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return stream
 
 
 class ProtocolListener(Listener[ByteStream]):

@@ -42,6 +42,8 @@ import anyio
 from anyio.abc import ByteStream
 from pydicom.dataset import Dataset
 
+from .asyncio_transport import connect_tcp as asyncio_connect_tcp
+from .asyncio_transport import is_asyncio
 from .protocol.association import Association
 from .protocol.codes import ContextResult
 from .protocol.dimse import (
@@ -651,7 +653,10 @@ async def associate(
     raw_stream: ByteStream
     try:
         with anyio.fail_after(connect_timeout if connect_timeout else float("inf")):
-            if ssl_context is None:
+            if ssl_context is None and is_asyncio():
+                # The same lean socket edge as the SCP's (see asyncio_transport).
+                raw_stream = await asyncio_connect_tcp(host, port)
+            elif ssl_context is None:
                 raw_stream = await anyio.connect_tcp(host, port)
             else:
                 raw_stream = await anyio.connect_tcp(
