@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 
@@ -33,7 +33,7 @@ from .scu_files import (
     read_dicom_file,
 )
 from .storage import DuplicatePolicy, StorageSortKey
-from .tls import server_context
+from .tls import client_context, server_context
 from .workers import run_workers, summary_line
 
 logger = logging.getLogger("aiodicom.cli")
@@ -401,6 +401,15 @@ def _add_peer_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="wait for a response, or for the peer to take our data (0: none)",
     )
+    tls = parser.add_argument_group("DICOM TLS (PS3.15 B.9, BCP 195)")
+    tls.add_argument(
+        "--tls", action="store_true", help="use TLS, trusting the system's CA certificates"
+    )
+    tls.add_argument(
+        "--tls-ca", metavar="PEM", help="use TLS, trusting these CA certificates (implies --tls)"
+    )
+    tls.add_argument("--tls-cert", metavar="PEM", help="our certificate, for peers that ask")
+    tls.add_argument("--tls-key", metavar="PEM", help="our private key (if not in --tls-cert)")
 
 
 def _add_scu_verbosity(parser: argparse.ArgumentParser) -> None:
@@ -423,6 +432,8 @@ def _run_scu_command(arguments: argparse.Namespace) -> int:
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     name = f"aiodicom {arguments.command}"
+    # Loaded before the loop starts: a bad file is a usage error (exit 2), not a crash.
+    arguments.ssl_context = _client_tls_context(arguments)
     runner = _run_echoscu if arguments.command == "echoscu" else _run_storescu
     try:
         return anyio.run(runner, arguments, backend_options=_backend_options())
@@ -449,7 +460,29 @@ def _association_options(arguments: argparse.Namespace) -> dict[str, Any]:
         "connect_timeout": arguments.connect_timeout,
         "acse_timeout": arguments.acse_timeout,
         "dimse_timeout": arguments.dimse_timeout,
+        "ssl_context": arguments.ssl_context,
     }
+
+
+def _client_tls_context(arguments: argparse.Namespace) -> ssl.SSLContext | None:
+    """The SCU's TLS context from --tls/--tls-ca/--tls-cert/--tls-key, or None."""
+    if not (arguments.tls or arguments.tls_ca):
+        if arguments.tls_cert or arguments.tls_key:
+            _usage_error(arguments, "--tls-cert/--tls-key need --tls or --tls-ca")
+        return None
+    if arguments.tls_key and not arguments.tls_cert:
+        _usage_error(arguments, "--tls-key needs --tls-cert")
+    try:
+        return client_context(
+            cafile=arguments.tls_ca, certfile=arguments.tls_cert, keyfile=arguments.tls_key
+        )
+    except (OSError, ssl.SSLError) as error:
+        _usage_error(arguments, f"cannot load TLS files: {error}")
+
+
+def _usage_error(arguments: argparse.Namespace, message: str) -> NoReturn:
+    print(f"aiodicom {arguments.command}: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 async def _run_echoscu(arguments: argparse.Namespace) -> int:

@@ -14,7 +14,9 @@ from scu_helpers import corpus_files
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "scp"))
 from aiodicom import SCPConfig
+from aiodicom.tls import server_context
 from scp_helpers import LOOPBACK, running_scp, stored_files
+from support import need_module
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
 
@@ -105,3 +107,50 @@ async def test_help_names_the_dcmtk_options() -> None:
     result = await _cli("storescu", "--help")
     for option in ("-aet", "-aec", "-pdu", "-to", "-ta", "-td", "--associations", "--window"):
         assert option in result.stdout
+
+
+async def test_echoscu_and_storescu_over_tls_with_a_client_certificate(tmp_path: Path) -> None:
+    trustme = need_module("trustme")
+    authority = trustme.CA()
+    ca = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(ca)
+    server = authority.issue_cert("127.0.0.1")
+    server_cert, server_key = tmp_path / "server.pem", tmp_path / "server.key"
+    server.cert_chain_pems[0].write_to_path(server_cert)
+    server.private_key_pem.write_to_path(server_key)
+    client = authority.issue_cert("scu.example")
+    client_cert, client_key = tmp_path / "client.pem", tmp_path / "client.key"
+    client.cert_chain_pems[0].write_to_path(client_cert)
+    client.private_key_pem.write_to_path(client_key)
+    config = SCPConfig(
+        ssl_context=server_context(
+            server_cert, server_key, cafile=ca, require_client_certificate=True
+        ),
+        tls_handshake_timeout=10,
+    )
+    files = _copy(["CT_small.dcm"], tmp_path / "send")
+    trust = ["--tls-ca", str(ca)]
+    ours = ["--tls-cert", str(client_cert), "--tls-key", str(client_key)]
+    async with running_scp(tmp_path / "data", config=config) as scp:
+        port = str(scp.port)
+        echo = await _cli("echoscu", "-to", "10", *trust, *ours, LOOPBACK, port)
+        assert echo.returncode == 0, echo.stderr
+        store = await _cli("storescu", "-to", "10", *trust, *ours, LOOPBACK, port, str(files[0]))
+        assert store.returncode == 0, store.stderr
+        # Without our certificate the server refuses the handshake; without TLS at all
+        # the server's TLS layer cannot talk to us either.
+        no_cert = await _cli("echoscu", "-to", "10", "-ta", "10", *trust, LOOPBACK, port)
+        assert no_cert.returncode != 0
+        plain = await _cli("echoscu", "-to", "10", "-ta", "5", LOOPBACK, port)
+        assert plain.returncode != 0
+    assert len(stored_files(tmp_path / "data")) == 1
+    assert scp.stats.echoes == 1
+
+
+async def test_tls_options_that_do_not_fit_are_a_usage_error(tmp_path: Path) -> None:
+    lonely_cert = await _cli("echoscu", "--tls-cert", "x.pem", LOOPBACK, "104")
+    assert lonely_cert.returncode == 2
+    assert "--tls-cert/--tls-key need --tls or --tls-ca" in lonely_cert.stderr
+    missing = await _cli("echoscu", "--tls-ca", str(tmp_path / "absent.pem"), LOOPBACK, "104")
+    assert missing.returncode == 2
+    assert "cannot load TLS files" in missing.stderr
