@@ -279,15 +279,23 @@ class HeaderScanner:
             self._skip -= skipped
             data = data[skipped:]
         if data:
-            self._pending += data
-            self._walk()
+            pending = self._pending
+            if pending:
+                pending += data
+                del pending[: self._walk(pending)]
+            else:
+                # Walk the chunk itself (often a whole 256 KiB read): only an element
+                # cut by the chunk's end is copied, to wait for the next chunk.
+                consumed = self._walk(data)
+                if consumed < len(data) and not self._done:
+                    self._pending = bytearray(data[consumed:])
         if hit_limit and not self._done:
             self._done = True
             self._limit_reached = True
 
-    def _walk(self) -> None:
-        """Consume as many complete headers from ``_pending`` as possible."""
-        buffer = self._pending
+    def _walk(self, buffer: bytearray | memoryview) -> int:
+        """Consume as many complete headers from ``buffer`` as possible; returns how
+        many bytes were consumed (the rest is an element not complete yet)."""
         end = len(buffer)
         position = 0
         stack = self._stack
@@ -372,7 +380,7 @@ class HeaderScanner:
                 self._skip = position - end
                 position = end
                 break
-        del buffer[:position]
+        return position
 
     def _push(self, is_sequence: bool, implicit_vr: bool, big_endian: bool) -> _Frame:
         # A bounded explicit stack instead of recursion: a hostile peer cannot exhaust
