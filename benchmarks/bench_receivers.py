@@ -58,6 +58,8 @@ class CellRun:
     round_index: int
     seconds: float | None = None
     peak_rss_bytes: int | None = None
+    # The receiver's CPU time (user + system) while the workload was sent.
+    receiver_cpu_seconds: float | None = None
     integrity: str = ""
     ok: bool = False
     error: str | None = None
@@ -215,6 +217,7 @@ def _measure(
         result.error = str(error)
         return result
     try:
+        cpu_before = running.cpu_seconds()
         sent = senders.send(
             workload,
             running.port,
@@ -223,6 +226,7 @@ def _measure(
             timeout=arguments.timeout,
         )
         result.seconds = sent.seconds
+        result.receiver_cpu_seconds = running.cpu_seconds() - cpu_before
         if sent.failures:
             result.error = "; ".join(sent.failures)
         if running.http_port is not None:
@@ -280,6 +284,12 @@ def summarise(
             )
             peaks = [run.peak_rss_bytes / MEBIBYTE for run in timed if run.peak_rss_bytes]
             row["peak_rss_mib"] = _median_and_range(peaks) if peaks else None
+            cpu = [
+                run.receiver_cpu_seconds * 1e6 / len(workload.files)
+                for run in timed
+                if run.receiver_cpu_seconds is not None
+            ]
+            row["receiver_cpu_us_per_file"] = _median_and_range(cpu) if cpu else None
         reference = cells.get((workload_name, REFERENCE))
         if reference is not None and timed:
             reference_seconds = {
@@ -316,15 +326,16 @@ def _digits(triple: Sequence[float] | None) -> int:
 
 def format_table(rows: Sequence[dict[str, Any]], workloads: Sequence[Workload]) -> str:
     lines = [
-        "| workload | receiver | files/s | MB/s | peak RSS MiB | x DCMTK +B | intact |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| workload | receiver | files/s | MB/s | peak RSS MiB | CPU µs/file | x DCMTK +B "
+        "| intact |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     order = {workload.name: index for index, workload in enumerate(workloads)}
     receivers = list(launch.RECEIVERS)
     for row in sorted(rows, key=lambda r: (order[r["workload"]], receivers.index(r["receiver"]))):
         ratio = row.get("ratio_to_dcmtk_B")
         lines.append(
-            "| {workload} | {label} | {fps} | {mbps} | {rss} | {ratio} | {intact} |".format(
+            "| {workload} | {label} | {fps} | {mbps} | {rss} | {cpu} | {ratio} | {intact} |".format(
                 workload=row["workload"],
                 label=row["label"],
                 fps=_format_range(
@@ -332,6 +343,7 @@ def format_table(rows: Sequence[dict[str, Any]], workloads: Sequence[Workload]) 
                 ),
                 mbps=_format_range(row.get("megabytes_per_second"), 1),
                 rss=_format_range(row.get("peak_rss_mib")),
+                cpu=_format_range(row.get("receiver_cpu_us_per_file")),
                 ratio=_format_range(ratio, 2) if ratio else "-",
                 intact="yes" if row["intact"] else "NO",
             )

@@ -140,6 +140,21 @@ def peak_rss_bytes(pid: int) -> int:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its living descendants, all threads
+    included (``/proc/PID/stat`` fields 14 and 15); 0 for what cannot be read."""
+    ticks = 0
+    for member in [pid, *_descendants(pid)]:
+        try:
+            stat = Path(f"/proc/{member}/stat").read_text()
+        except OSError:
+            continue
+        # The command name (field 2) may hold spaces: count fields after its ")".
+        fields = stat.rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class RunningReceiver:
     """A started receiver: where it listens, where it stores, how to stop it."""
@@ -155,6 +170,9 @@ class RunningReceiver:
 
     def peak_rss_bytes(self) -> int:
         return peak_rss_bytes(self.process.pid)
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.process.pid)
 
     def instance_count(self) -> int | None:
         """Instances Orthanc says it stored (its REST API), None for other receivers."""
