@@ -48,11 +48,11 @@ import itertools
 import logging
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path, PurePosixPath
-from typing import Final
+from typing import Final, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -90,6 +90,8 @@ TEMP_DIR_NAME: Final = ".aiodicom-tmp"
 TEMP_SUFFIX: Final = ".part"
 
 _MIB: Final = 1024 * 1024
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 _STUDY_LAYOUTS: Final = frozenset({StorageSortKey.STUDY, StorageSortKey.PATIENT})
 
 
@@ -340,7 +342,7 @@ class IncomingFile:
         try:
             relative = self._validate()
             config = self._config
-            if config.write_in_threads is False or (
+            if (
                 config.write_in_threads is None
                 and self._temp is None
                 and not config.fsync
@@ -348,7 +350,7 @@ class IncomingFile:
             ):
                 stored = self._commit_sync(relative)
             else:
-                stored = await anyio.to_thread.run_sync(self._commit_sync, relative)
+                stored = await self._run_io(self._commit_sync, relative)
         except StoreFailure as failure:
             await self._discard()
             logger.warning("not stored: SOP Instance %s: %s", self._sop_instance_uid, failure)
@@ -427,11 +429,15 @@ class IncomingFile:
         if temp is None:
             return
         self._temp = None
-        if self._config.write_in_threads is False:
-            _discard_temp_sync(temp)
-            return
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(_discard_temp_sync, temp)
+            await self._run_io(_discard_temp_sync, temp)
+
+    async def _run_io(self, function: Callable[[_T], _R], argument: _T) -> _R:
+        """A blocking file step: in a worker thread, or right here when
+        ``write_in_threads`` is False (the one place that choice is made)."""
+        if self._config.write_in_threads is False:
+            return function(argument)
+        return await anyio.to_thread.run_sync(function, argument)
 
     def _hand_over(self) -> _TempFile:
         """Move the pending chunks to the temporary file (made on first use, header
@@ -449,10 +455,7 @@ class IncomingFile:
     async def _write_batch(self) -> None:
         temp = self._hand_over()
         try:
-            if self._config.write_in_threads is False:
-                _write_pending_sync(temp)
-            else:
-                await anyio.to_thread.run_sync(_write_pending_sync, temp)
+            await self._run_io(_write_pending_sync, temp)
         except OSError as exc:
             await self._doom(StoreFailure(STATUS_OUT_OF_RESOURCES, f"cannot write: {exc}"))
 
