@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -104,6 +105,12 @@ def listening_ports() -> set[int]:
     return ports
 
 
+def _stat_fields(stat: str) -> list[str]:
+    """The fields of a ``/proc/PID/stat`` line from field 3 on. The command name (field
+    2) may hold spaces, so the line is split after its closing parenthesis."""
+    return stat.rsplit(")", 1)[1].split()
+
+
 def _descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
@@ -113,9 +120,7 @@ def _descendants(pid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        # Field 4 is the parent pid; the command name (field 2) may hold spaces, so
-        # split after its closing parenthesis.
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        parent = int(_stat_fields(stat)[1])  # field 4: the parent pid
         children.setdefault(parent, []).append(int(entry.name))
     found, pending = [], [pid]
     while pending:
@@ -126,14 +131,19 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _tree_files(pid: int, name: str) -> Iterator[str]:
+    """``/proc/<member>/<name>`` of ``pid`` and each living descendant that can be read."""
+    for member in [pid, *_descendants(pid)]:
+        try:
+            yield Path(f"/proc/{member}/{name}").read_text()
+        except OSError:
+            continue
+
+
 def peak_rss_bytes(pid: int) -> int:
     """Sum of VmHWM over ``pid`` and its living descendants (0 if none is readable)."""
     total = 0
-    for member in [pid, *_descendants(pid)]:
-        try:
-            status = Path(f"/proc/{member}/status").read_text()
-        except OSError:
-            continue
+    for status in _tree_files(pid, "status"):
         for line in status.splitlines():
             if line.startswith("VmHWM:"):
                 total += int(line.split()[1]) * 1024  # the kernel reports kB
@@ -144,13 +154,8 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of ``pid`` and its living descendants, all threads
     included (``/proc/PID/stat`` fields 14 and 15); 0 for what cannot be read."""
     ticks = 0
-    for member in [pid, *_descendants(pid)]:
-        try:
-            stat = Path(f"/proc/{member}/stat").read_text()
-        except OSError:
-            continue
-        # The command name (field 2) may hold spaces: count fields after its ")".
-        fields = stat.rsplit(")", 1)[1].split()
+    for stat in _tree_files(pid, "stat"):
+        fields = _stat_fields(stat)
         ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
 
