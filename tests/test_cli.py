@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pydicom
+import pytest
 
 from aiodicom import __version__
 from support import need_executable, pydicom_test_files
@@ -38,7 +39,10 @@ def test_help_names_the_options() -> None:
         assert option in result.stdout
 
 
-def test_storescp_receives_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_storescp_receives_and_stops_on_ctrl_c(tmp_path: Path, event_loop: str) -> None:
+    if event_loop == "uvloop":
+        pytest.importorskip("uvloop", reason="uvloop is not installed (pip install uvloop)")
     echoscu = need_executable("echoscu")
     storescu = need_executable("storescu")
     process = subprocess.Popen(
@@ -55,6 +59,8 @@ def test_storescp_receives_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             str(tmp_path),
             "--sort-by",
             "series",
+            "--event-loop",
+            event_loop,
             "0",
         ],
         stdout=subprocess.PIPE,
@@ -88,6 +94,7 @@ def test_storescp_receives_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert process.returncode == 0, stderr
     assert "1 stored, 0 failed, 1 echoes" in stdout
     assert "stored" in stderr  # the one-line log per stored file
+    assert f"event loop: {event_loop}" in stderr
     dataset = pydicom.dcmread(source)
     assert (tmp_path / dataset.SeriesInstanceUID / f"{dataset.SOPInstanceUID}.dcm").is_file()
 

@@ -47,6 +47,8 @@ class ReceiverKind:
     byte_identical: bool
     # True when the stored files sit next to files that are not DICOM (Orthanc).
     ignores_non_dicom: bool = False
+    # False for variants run only when named in --receivers (they lengthen a run).
+    default: bool = True
 
 
 RECEIVERS: dict[str, ReceiverKind] = {
@@ -59,6 +61,12 @@ RECEIVERS: dict[str, ReceiverKind] = {
         ReceiverKind("aiodicom-w2", "aiodicom storescp --workers 2", byte_identical=True),
         ReceiverKind(
             "aiodicom-fsync-w2", "aiodicom storescp --fsync --workers 2", byte_identical=True
+        ),
+        ReceiverKind(
+            "aiodicom-uvloop",
+            "aiodicom storescp --event-loop uvloop",
+            byte_identical=True,
+            default=False,
         ),
         ReceiverKind("pynetdicom-raw", "pynetdicom, raw encoded_dataset()", byte_identical=True),
         ReceiverKind(
@@ -78,6 +86,11 @@ def missing_reason(name: str) -> str | None:
             import pynetdicom  # noqa: F401
         except ImportError:
             return "pynetdicom is not installed: pip install pynetdicom"
+    if name == "aiodicom-uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            return "uvloop is not installed: pip install uvloop"
     if name == "orthanc" and shutil.which("Orthanc") is None:
         return ORTHANC_INSTALL_HINT
     return None
@@ -296,6 +309,8 @@ def _start_aiodicom(
         command.append("--fsync")
     if kind.name.endswith("-w2"):
         command += ["--workers", "2"]
+    if kind.name.endswith("-uvloop"):
+        command += ["--event-loop", "uvloop"]
     command += ["-od", str(stored), "0"]
     log = log_path.open("w")
     process = _popen(command, log, environment, stdout_pipe=True)

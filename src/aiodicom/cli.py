@@ -9,6 +9,7 @@ what they already know.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import ssl
 import sys
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept any SOP class, not only Verification and storage classes",
     )
+    _add_event_loop_argument(scp)
     scp.add_argument(
         "--fsync",
         action="store_true",
@@ -221,6 +223,8 @@ async def _run_storescp(arguments: argparse.Namespace) -> int:
 
     def announce(server: StoreSCP) -> None:
         print(f"aiodicom storescp: {server.ae_title} listening on port {server.port}", flush=True)
+        loop_module = type(asyncio.get_running_loop()).__module__
+        logger.info("event loop: %s", loop_module.partition(".")[0])
 
     await serve_until_signalled(scp, on_started=announce)
     stats = scp.stats
@@ -284,13 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ae_title=arguments.aetitle,
         )
     if arguments.command == "storescp":
-        backend_options: dict[str, object] = {}
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            pass
-        else:
-            backend_options = {"use_uvloop": True}
+        backend_options = _backend_options(arguments)
+        if backend_options is None:
+            return 2
         try:
             return anyio.run(_run_storescp, arguments, backend_options=backend_options)
         except KeyboardInterrupt:
@@ -316,6 +316,7 @@ def _add_scu_parsers(commands: Any) -> None:
         "--repeat", type=int, default=1, metavar="N", help="send N echoes on the association"
     )
     _add_scu_verbosity(echo)
+    _add_event_loop_argument(echo)
 
     store = commands.add_parser(
         "storescu",
@@ -353,6 +354,7 @@ def _add_scu_parsers(commands: Any) -> None:
         "--no-progress", action="store_true", help="no progress bar, even on a terminal"
     )
     _add_scu_verbosity(store)
+    _add_event_loop_argument(store)
 
 
 def _positive_int(text: str) -> int:
@@ -435,8 +437,11 @@ def _run_scu_command(arguments: argparse.Namespace) -> int:
     # Loaded before the loop starts: a bad file is a usage error (exit 2), not a crash.
     arguments.ssl_context = _client_tls_context(arguments)
     runner = _run_echoscu if arguments.command == "echoscu" else _run_storescu
+    backend_options = _backend_options(arguments)
+    if backend_options is None:
+        return 2
     try:
-        return anyio.run(runner, arguments, backend_options=_backend_options())
+        return anyio.run(runner, arguments, backend_options=backend_options)
     except KeyboardInterrupt:
         return 130
     except (ClientError, OSError, TimeoutError) as error:
@@ -444,11 +449,29 @@ def _run_scu_command(arguments: argparse.Namespace) -> int:
         return 2
 
 
-def _backend_options() -> dict[str, object]:
+def _add_event_loop_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--event-loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="the event loop to run on (default asyncio: its socket reads hand over the "
+        "received bytes without the extra copy uvloop makes; uvloop must be installed)",
+    )
+
+
+def _backend_options(arguments: argparse.Namespace) -> dict[str, object] | None:
+    """anyio's backend options for ``--event-loop``; None (after a message) when the
+    chosen loop is not installed."""
+    if arguments.event_loop == "asyncio":
+        return {}
     try:
         import uvloop  # noqa: F401
     except ImportError:
-        return {}
+        print(
+            f"aiodicom {arguments.command}: uvloop is not installed (pip install uvloop)",
+            file=sys.stderr,
+        )
+        return None
     return {"use_uvloop": True}
 
 
