@@ -90,7 +90,8 @@ def _parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--receivers",
         default=None,
-        help=f"comma-separated, from {', '.join(launch.RECEIVERS)} (default: all installed)",
+        help=f"comma-separated, from {', '.join(launch.RECEIVERS)} "
+        "(default: all installed but aiodicom-uvloop)",
     )
     parser.add_argument(
         "--orthanc", action="store_true", help="require Orthanc (fail if it is missing)"
@@ -125,7 +126,7 @@ def _choose_receivers(arguments: argparse.Namespace) -> list[str]:
         if unknown:
             raise SystemExit(f"unknown receiver(s): {', '.join(unknown)}")
     else:
-        names = list(launch.RECEIVERS)
+        names = [name for name, kind in launch.RECEIVERS.items() if kind.default]
     if arguments.orthanc and "orthanc" not in names:
         names.append("orthanc")
     chosen = []
@@ -399,7 +400,7 @@ def _environment(arguments: argparse.Namespace, receivers: Sequence[str]) -> dic
         "scratch_dir": str(arguments.scratch_dir or tempfile.gettempdir()),
     }
     try:
-        # The aiodicom CLI runs on uvloop when it is installed.
+        # Used by the aiodicom-uvloop receiver (--event-loop uvloop) only.
         facts["uvloop"] = importlib.metadata.version("uvloop")
     except importlib.metadata.PackageNotFoundError:
         facts["uvloop"] = None
@@ -452,6 +453,14 @@ def _plot(rows: Sequence[dict[str, Any]], workloads: Sequence[Workload], path: P
     return f"plot: {path}"
 
 
+def _room_for_all_rounds(
+    scratch: Path, workloads: Sequence[Workload], receivers: Sequence[str], rounds: int
+) -> bool:
+    """True when the scratch disk can hold every cell's received files with a margin."""
+    needed = rounds * len(receivers) * sum(workload.total_bytes for workload in workloads)
+    return shutil.disk_usage(scratch).free > 1.5 * needed + 2 * 1024**3
+
+
 def run(arguments: argparse.Namespace) -> int:
     receivers = _choose_receivers(arguments)
     sender_problem = senders.missing_reason(arguments.sender)
@@ -480,6 +489,16 @@ def run(arguments: argparse.Namespace) -> int:
             for workload in workloads
             for receiver in receivers
         }
+        # Received files are kept until the end of the run when the disk has room: on
+        # ext4 without a journal (this project's test machine) the kernel will not reuse
+        # an inode for about 30 s after its file is deleted and scans past every such
+        # inode on each create, so a deletion of thousands of files slowed file creation
+        # (to 400-800 us) for whichever cells ran next.
+        keep_received = _room_for_all_rounds(scratch, workloads, receivers, arguments.runs)
+        if not keep_received:
+            print(
+                "not enough free space to keep every round's files: deleting them after each round"
+            )
         for round_index in range(arguments.runs):
             # Rotate the order each round so no receiver always runs first or last.
             shift = round_index % len(receivers)
@@ -500,12 +519,11 @@ def run(arguments: argparse.Namespace) -> int:
                         flush=True,
                     )
                     # Flush the page cache's dirty pages so that one cell's writeback
-                    # does not slow the next one. The received files are deleted only
-                    # at the end of the round: on a disk mounted with online discard a
-                    # large deletion slowed file creation for every following cell.
+                    # does not slow the next one.
                     os.sync()
-            shutil.rmtree(scratch / "cells", ignore_errors=True)
-            os.sync()
+            if not keep_received:
+                shutil.rmtree(scratch / "cells", ignore_errors=True)
+                os.sync()
         rows = summarise(cells, workloads)
         table = format_table(rows, workloads)
         print()
