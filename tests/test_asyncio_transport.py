@@ -117,6 +117,47 @@ async def test_receive_before_returns_none_at_the_deadline_and_loses_nothing() -
 
 
 @ASYNCIO_BACKENDS
+async def test_one_loop_timer_serves_waits_whose_deadlines_move_forward() -> None:
+    stream, _ = connected()
+    loop = asyncio.get_running_loop()
+    loop.call_soon(stream.data_received, b"one")
+    assert await stream.receive_before(100, loop.time() + 10) == b"one"
+    timer = stream._deadline_timer
+    assert timer is not None and not timer.cancelled()
+    loop.call_soon(stream.data_received, b"two")
+    assert await stream.receive_before(100, loop.time() + 20) == b"two"
+    assert stream._deadline_timer is timer  # kept, not cancelled and set again
+    stream.abort()
+    assert timer.cancelled() and stream._deadline_timer is None
+
+
+@ASYNCIO_BACKENDS
+async def test_a_wait_ends_at_its_own_deadline_when_the_timer_was_set_earlier() -> None:
+    stream, _ = connected()
+    loop = asyncio.get_running_loop()
+    loop.call_soon(stream.data_received, b"first")
+    assert await stream.receive_before(100, loop.time() + 0.02) == b"first"
+    # The timer still points at the first deadline; this wait's deadline is later.
+    deadline = loop.time() + 0.1
+    assert await stream.receive_before(100, deadline) is None
+    assert loop.time() >= deadline - 0.002  # not woken early by the old timer (ms clocks)
+    stream.data_received(b"kept")
+    assert await stream.receive_before(100, loop.time() + 10) == b"kept"
+
+
+@ASYNCIO_BACKENDS
+async def test_an_earlier_deadline_replaces_a_later_timer() -> None:
+    stream, _ = connected()
+    loop = asyncio.get_running_loop()
+    loop.call_soon(stream.data_received, b"x")
+    assert await stream.receive_before(100, loop.time() + 3600) == b"x"
+    late_timer = stream._deadline_timer
+    with anyio.fail_after(10):
+        assert await stream.receive_before(100, loop.time() + 0.01) is None
+    assert late_timer is not None and late_timer.cancelled()
+
+
+@ASYNCIO_BACKENDS
 async def test_end_of_stream_after_the_queue_is_drained() -> None:
     stream, _ = connected()
     stream.data_received(b"last")

@@ -70,6 +70,11 @@ class ProtocolStream(asyncio.Protocol, ByteStream):
         self._closed = False
         self._error: BaseException | None = None
         self._receive_waiter: asyncio.Future[None] | None = None
+        # The deadline of the current wait, and one loop timer kept across waits (see
+        # receive_before): a wait whose deadline is later than the timer's moves it
+        # forward when it fires instead of cancelling and scheduling one per wait.
+        self._deadline: float | None = None
+        self._deadline_timer: asyncio.TimerHandle | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._extra: dict[Any, Callable[[], Any]] = {}
@@ -107,6 +112,7 @@ class ProtocolStream(asyncio.Protocol, ByteStream):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._close_own_socket()
+        self._cancel_deadline_timer()
         self._lost = True
         self._eof = True
         if exc is not None and self._error is None:
@@ -120,6 +126,11 @@ class ProtocolStream(asyncio.Protocol, ByteStream):
     def resume_writing(self) -> None:
         self._write_paused = False
         self._wake_sender()
+
+    def _cancel_deadline_timer(self) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
 
     def _close_own_socket(self) -> None:
         if self._own_socket is not None:
@@ -181,16 +192,35 @@ class ProtocolStream(asyncio.Protocol, ByteStream):
             return chunk
         loop = asyncio.get_running_loop()
         waiter = self._receive_waiter = loop.create_future()
-        timer = None
+        self._deadline = deadline
         if deadline is not None:
-            timer = loop.call_at(deadline, _resolve, waiter)
+            # Deadlines mostly move forward (now + timeout, one wait after another): a
+            # timer already set for an earlier moment stays, and moves on when it fires.
+            timer = self._deadline_timer
+            if timer is None or timer.when() > deadline:
+                if timer is not None:
+                    timer.cancel()
+                self._deadline_timer = loop.call_at(deadline, self._deadline_reached, deadline)
         try:
             await waiter
         finally:
             self._receive_waiter = None
-            if timer is not None:
-                timer.cancel()
+            self._deadline = None
         return self.receive_nowait(max_bytes)
+
+    def _deadline_reached(self, scheduled_for: float) -> None:
+        """The loop timer set for ``scheduled_for`` fired: end the current wait if that
+        was its deadline (or later), else set the timer again for the wait's deadline."""
+        self._deadline_timer = None
+        deadline = self._deadline
+        waiter = self._receive_waiter
+        if deadline is None or waiter is None or waiter.done():
+            return  # no wait in progress: the next one sets its own timer
+        if deadline <= scheduled_for:
+            waiter.set_result(None)
+        else:
+            loop = asyncio.get_running_loop()
+            self._deadline_timer = loop.call_at(deadline, self._deadline_reached, deadline)
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         while True:
@@ -234,17 +264,13 @@ class ProtocolStream(asyncio.Protocol, ByteStream):
         """Close the connection at once (no task needed)."""
         self._closed = True
         self._close_own_socket()
+        self._cancel_deadline_timer()
         if self._transport is not None:
             self._transport.abort()
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         return self._extra
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 def _own_socket_handle(raw: Any) -> socket.socket | None:

@@ -116,7 +116,8 @@ class Connection:
             event = association.next_event()
             # Answers produced while reading (an A-ABORT, the provider's own A-ASSOCIATE-RJ,
             # which comes with no event) go out before anything else happens.
-            await self.flush()
+            if association.has_data_to_send:
+                await self.flush()
             if event is not None:
                 return event
             if association.closed:

@@ -203,8 +203,10 @@ def test_artim_expires_without_association_request() -> None:
 def test_http_request_is_aborted_at_once() -> None:
     acceptor = Association(Role.ACCEPTOR)
     acceptor.connection_made(0.0)
+    assert not acceptor.has_data_to_send
     acceptor.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0.0)
     # PS3.8 Table 9-10: Evt19 in Sta2 is AA-1: A-ABORT, ARTIM, Sta13.
+    assert acceptor.has_data_to_send
     assert acceptor.data_to_send() == bytes(
         [PDUType.ABORT, 0, 0, 0, 0, 4, 0, 0, AbortSource.SERVICE_PROVIDER, 1]
     )
@@ -213,6 +215,7 @@ def test_http_request_is_aborted_at_once() -> None:
     assert acceptor.state is State.STA13
     # Whatever else arrives is dropped: no second A-ABORT.
     acceptor.receive_data(b"more garbage", 0.0)
+    assert not acceptor.has_data_to_send
     assert acceptor.data_to_send() == b""
 
 

@@ -162,6 +162,11 @@ class Association:
         """The oldest event not yet taken, or None."""
         return self._events.popleft() if self._events else None
 
+    @property
+    def has_data_to_send(self) -> bool:
+        """True when :meth:`data_to_send` would return bytes."""
+        return bool(self._outgoing)
+
     def data_to_send(self) -> bytes:
         """Bytes the peer must be sent, in order; empties the outgoing buffer."""
         if not self._outgoing:
