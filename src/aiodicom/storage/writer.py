@@ -57,6 +57,7 @@ from typing import Final, TypeVar
 import anyio
 import anyio.to_thread
 
+from .dirsync import DirectorySyncer
 from .header_scan import DEFAULT_MAX_HEADER_BYTES, HeaderFields, HeaderScanError, HeaderScanner
 from .layout import StorageSortKey, UnsafePathComponent, final_path, relative_parts
 from .part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, encode_file_meta
@@ -186,6 +187,9 @@ class StorageWriter:
         self._temp_dir = config.data_dir / TEMP_DIR_NAME
         self._temp_prefix = os.path.join(self._temp_dir, "")  # str: cheaper per file
         self._directories = _KnownDirectories()
+        # Shared by every file of this writer: concurrent stores into one folder share
+        # its fsync (only used with fsync on).
+        self._directory_syncer = DirectorySyncer()
 
     async def start_cleanup(self) -> int:
         """Create the folders and remove temporary files left by a crash (their count)."""
@@ -216,6 +220,7 @@ class StorageWriter:
             self.config,
             self._temp_prefix,
             self._directories,
+            self._directory_syncer,
             sop_class_uid=sop_class_uid.strip("\x00 "),
             sop_instance_uid=sop_instance_uid.strip("\x00 "),
             transfer_syntax_uid=transfer_syntax_uid.strip("\x00 "),
@@ -258,6 +263,7 @@ class IncomingFile:
         config: StorageConfig,
         temp_prefix: str,
         directories: _KnownDirectories,
+        directory_syncer: DirectorySyncer,
         *,
         sop_class_uid: str,
         sop_instance_uid: str,
@@ -267,6 +273,7 @@ class IncomingFile:
         self._config = config
         self._temp_prefix = temp_prefix
         self._directories = directories
+        self._directory_syncer = directory_syncer
         self._sop_class_uid = sop_class_uid
         self._sop_instance_uid = sop_instance_uid
         self._transfer_syntax_uid = transfer_syntax_uid
@@ -483,7 +490,7 @@ class IncomingFile:
                 size = os.stat(target).st_size
             if config.fsync:
                 for directory in {os.path.dirname(target), *(str(p.parent) for p in created)}:
-                    _fsync_directory(directory)
+                    self._directory_syncer.sync(directory)
         except OSError as exc:
             raise StoreFailure(STATUS_OUT_OF_RESOURCES, f"cannot store: {exc}") from None
         self._temp = None
@@ -646,13 +653,3 @@ def _make_directories(directory: Path) -> list[Path]:
             if not path.is_dir():
                 raise
     return missing
-
-
-def _fsync_directory(directory: str | Path) -> None:
-    if os.name == "nt":  # directories cannot be opened for fsync on Windows
-        return
-    descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
