@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import os
 import socket
-from asyncio.trsock import TransportSocket
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -274,14 +273,14 @@ class ProtocolStream(asyncio.Protocol, ByteStream):
 
 
 def _own_socket_handle(raw: Any) -> socket.socket | None:
-    """A real socket object for uvloop's connections, for per-read setsockopt().
+    """A real socket object for per-read setsockopt() (TCP_QUICKACK after every read).
 
     uvloop hands out a PseudoSocket whose setsockopt() builds a socket object (and
-    calls getsockname()) every time: measurable when TCP_QUICKACK is set after every
-    read. A duplicate descriptor of the same socket, owned and closed by the stream,
-    costs one descriptor per connection instead.
+    calls getsockname()) every time; asyncio a TransportSocket whose setsockopt() is a
+    Python method in front of the real one. A duplicate descriptor of the same socket,
+    owned and closed by the stream, costs one descriptor per connection instead.
     """
-    if raw is None or isinstance(raw, (socket.socket, TransportSocket)):
+    if raw is None or isinstance(raw, socket.socket):
         return None
     try:
         return socket.socket(fileno=os.dup(raw.fileno()))
