@@ -134,13 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_event_loop_argument(scp)
     scp.add_argument(
-        "--receive-buffer",
-        type=int,
-        default=SCPConfig.receive_buffer_size,
-        metavar="BYTES",
-        help="SO_RCVBUF of every connection (default 512 KiB; 0: the kernel's autotuning)",
-    )
-    scp.add_argument(
         "--fsync",
         action="store_true",
         help="fsync each file and its directory before answering success (durable, slower)",
@@ -217,7 +210,6 @@ async def _run_storescp(arguments: argparse.Namespace) -> int:
         allowed_networks=tuple(arguments.allow_network) if arguments.allow_network else None,
         ssl_context=_server_tls_context(arguments),
         reuse_port=arguments.reuse_port,
-        receive_buffer_size=arguments.receive_buffer or None,
         cleanup_on_start=not arguments.no_cleanup,
     )
     scp = StoreSCP(

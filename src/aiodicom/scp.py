@@ -21,7 +21,6 @@ import ipaddress
 import logging
 import os
 import signal
-import socket
 import ssl
 import threading
 from collections.abc import Callable, Sequence
@@ -32,7 +31,6 @@ from typing import Any
 
 import anyio
 from anyio.abc import ByteStream, Listener, SocketAttribute, TaskGroup, TaskStatus
-from anyio.streams.stapled import MultiListener
 from anyio.streams.tls import TLSListener
 
 from .asyncio_transport import ProtocolListener, is_asyncio
@@ -117,11 +115,6 @@ class SCPConfig:
     asyncio_protocol: bool = True
     # SO_REUSEPORT: several processes serve one port (see aiodicom.workers).
     reuse_port: bool = False
-    # SO_RCVBUF of the listening sockets, inherited by every connection; None leaves
-    # the kernel's autotuning. On loopback, autotuning grew the buffer to megabytes and
-    # large data sets arrived at ~0.7x the speed they reach with 512 KiB, which keeps
-    # the bytes being copied in the CPU cache (DCMTK fixes its buffer size too).
-    receive_buffer_size: int | None = 512 * 1024
     # Remove temporary files left by a crash when serving starts. Turn off only when
     # another process sharing the data directory is already running (workers).
     cleanup_on_start: bool = True
@@ -229,8 +222,6 @@ class StoreSCP:
             local_host=self.host, local_port=self.requested_port, reuse_port=self.config.reuse_port
         )
         self.port = int(listener.extra(SocketAttribute.local_port))
-        if self.config.receive_buffer_size is not None:
-            set_receive_buffer(listener, self.config.receive_buffer_size)
         if self.config.ssl_context is None and self.config.asyncio_protocol and is_asyncio():
             listener = ProtocolListener(listener)
         elif self.config.ssl_context is not None:
@@ -391,20 +382,6 @@ async def _shutdown_on_signal(scp: StoreSCP) -> None:
             logger.info("signal %d received; shutting down", received)
             scp.shutdown()
             return
-
-
-def set_receive_buffer(listener: Listener[Any], size: int) -> None:
-    """Set SO_RCVBUF on every socket of ``listener`` (accepted connections inherit it);
-    a socket that refuses keeps the kernel's default (logged)."""
-    listeners = listener.listeners if isinstance(listener, MultiListener) else [listener]
-    for each in listeners:
-        raw = each.extra(SocketAttribute.raw_socket, None)
-        if raw is None:
-            continue
-        try:
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-        except OSError as error:
-            logger.warning("cannot set the receive buffer to %d bytes: %s", size, error)
 
 
 class _Session:
