@@ -247,6 +247,7 @@ def _measure(
     )
     result.integrity = report.summary()
     result.ok = report.ok and result.error is None
+    _release_received(running.stored_dir)
     if result.orthanc_instances is not None:
         result.integrity += f"; Orthanc /statistics: {result.orthanc_instances} instances"
         result.ok = result.ok and result.orthanc_instances == len(workload.files)
@@ -453,12 +454,28 @@ def _plot(rows: Sequence[dict[str, Any]], workloads: Sequence[Workload], path: P
     return f"plot: {path}"
 
 
-def _room_for_all_rounds(
-    scratch: Path, workloads: Sequence[Workload], receivers: Sequence[str], rounds: int
-) -> bool:
-    """True when the scratch disk can hold every cell's received files with a margin."""
-    needed = rounds * len(receivers) * sum(workload.total_bytes for workload in workloads)
-    return shutil.disk_usage(scratch).free > 1.5 * needed + 2 * 1024**3
+def _release_received(cell_dir: Path) -> None:
+    """Truncate every file a cell received, once it has been checked.
+
+    Two quirks of this project's test machine (a virtual machine with ext4 without a
+    journal) made deleting them, or keeping them, part of what was measured:
+
+    * deleting thousands of files slowed every file creation for ~30 s after (the
+      kernel skips each recently freed inode on every create: ``recently_deleted()``,
+      seen with ``perf``; creating an empty file took 400-800 us instead of 12-20 us);
+    * keeping them made every later cell take never-used memory for the page cache,
+      and receivers that allocate per data set (every one but DCMTK ``+B``) slowed by
+      up to 2-3x on large data sets, on tmpfs as on ext4.
+
+    Truncating frees the data (and its memory) and keeps the inodes; the files are
+    deleted when the run ends.
+    """
+    for directory, _, names in os.walk(cell_dir):
+        for name in names:
+            try:
+                os.truncate(os.path.join(directory, name), 0)
+            except OSError:
+                continue
 
 
 def run(arguments: argparse.Namespace) -> int:
@@ -489,16 +506,6 @@ def run(arguments: argparse.Namespace) -> int:
             for workload in workloads
             for receiver in receivers
         }
-        # Received files are kept until the end of the run when the disk has room: on
-        # ext4 without a journal (this project's test machine) the kernel will not reuse
-        # an inode for about 30 s after its file is deleted and scans past every such
-        # inode on each create, so a deletion of thousands of files slowed file creation
-        # (to 400-800 us) for whichever cells ran next.
-        keep_received = _room_for_all_rounds(scratch, workloads, receivers, arguments.runs)
-        if not keep_received:
-            print(
-                "not enough free space to keep every round's files: deleting them after each round"
-            )
         for round_index in range(arguments.runs):
             # Rotate the order each round so no receiver always runs first or last.
             shift = round_index % len(receivers)
@@ -521,9 +528,6 @@ def run(arguments: argparse.Namespace) -> int:
                     # Flush the page cache's dirty pages so that one cell's writeback
                     # does not slow the next one.
                     os.sync()
-            if not keep_received:
-                shutil.rmtree(scratch / "cells", ignore_errors=True)
-                os.sync()
         rows = summarise(cells, workloads)
         table = format_table(rows, workloads)
         print()
