@@ -35,7 +35,7 @@ from aiodicom.protocol.pdu import (
 )
 from aiodicom.protocol.pdu_codec import decode_pdu, encode_pdu
 from aiodicom.protocol.pdu_reader import PDUReader
-from aiodicom.scp import _Session
+from aiodicom.scp_session import Session
 from aiodicom.storage import IncomingFile
 from aiodicom.transport import Connection
 from fuzz_cases import generate_case
@@ -240,7 +240,7 @@ async def test_fuzz_in_process_frees_every_association(tmp_path: Path) -> None:
     assert leftover_temporary_files(tmp_path / "data") == []
 
 
-_TRACKED = (Association, Connection, _Session, IncomingFile, PDUReader)
+_TRACKED = (Association, Connection, Session, IncomingFile, PDUReader)
 
 
 def _live_objects() -> dict[str, int]:
