@@ -454,8 +454,8 @@ def _plot(rows: Sequence[dict[str, Any]], workloads: Sequence[Workload], path: P
     return f"plot: {path}"
 
 
-def _release_received(cell_dir: Path) -> None:
-    """Truncate every file a cell received, once it has been checked.
+def _release_received(stored_dir: Path) -> None:
+    """Truncate every file a receiver stored in a cell, once they have been checked.
 
     Two quirks of this project's test machine (a virtual machine with ext4 without a
     journal) made deleting them, or keeping them, part of what was measured:
@@ -470,7 +470,7 @@ def _release_received(cell_dir: Path) -> None:
     Truncating frees the data (and its memory) and keeps the inodes; the files are
     deleted when the run ends.
     """
-    for directory, _, names in os.walk(cell_dir):
+    for directory, _, names in os.walk(stored_dir):
         for name in names:
             try:
                 os.truncate(os.path.join(directory, name), 0)

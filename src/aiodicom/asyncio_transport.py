@@ -137,14 +137,10 @@ class ProtocolStream(asyncio.Protocol, ByteStream):
             self._own_socket = None
 
     def _wake_receiver(self) -> None:
-        waiter = self._receive_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        _wake(self._receive_waiter)
 
     def _wake_sender(self) -> None:
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        _wake(self._drain_waiter)
 
     @property
     def reading_paused(self) -> bool:
@@ -270,6 +266,12 @@ class ProtocolStream(asyncio.Protocol, ByteStream):
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         return self._extra
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    """End the wait on ``waiter`` if there is one still pending."""
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 def _own_socket_handle(raw: Any) -> socket.socket | None:

@@ -289,8 +289,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if arguments.command == "storescp":
         backend_options = _backend_options(arguments)
-        if backend_options is None:
-            return 2
         try:
             return anyio.run(_run_storescp, arguments, backend_options=backend_options)
         except KeyboardInterrupt:
@@ -438,8 +436,6 @@ def _run_scu_command(arguments: argparse.Namespace) -> int:
     arguments.ssl_context = _client_tls_context(arguments)
     runner = _run_echoscu if arguments.command == "echoscu" else _run_storescu
     backend_options = _backend_options(arguments)
-    if backend_options is None:
-        return 2
     try:
         return anyio.run(runner, arguments, backend_options=backend_options)
     except KeyboardInterrupt:
@@ -459,19 +455,15 @@ def _add_event_loop_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _backend_options(arguments: argparse.Namespace) -> dict[str, object] | None:
-    """anyio's backend options for ``--event-loop``; None (after a message) when the
+def _backend_options(arguments: argparse.Namespace) -> dict[str, object]:
+    """anyio's backend options for ``--event-loop``; a usage error (exit 2) when the
     chosen loop is not installed."""
     if arguments.event_loop == "asyncio":
         return {}
     try:
         import uvloop  # noqa: F401
     except ImportError:
-        print(
-            f"aiodicom {arguments.command}: uvloop is not installed (pip install uvloop)",
-            file=sys.stderr,
-        )
-        return None
+        _usage_error(arguments, "uvloop is not installed (pip install uvloop)")
     return {"use_uvloop": True}
 
 
