@@ -580,6 +580,7 @@ def run(arguments: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    launch.let_receivers_stop_on_sigint()
     return run(_parse_arguments(argv))
 
 

@@ -284,6 +284,18 @@ def dcmtk_environment(*, nagle: bool) -> dict[str, str]:
     return environment
 
 
+def let_receivers_stop_on_sigint() -> None:
+    """Make sure the receivers started from here will obey the SIGINT that stops them.
+
+    A shell that runs a command in the background without job control (``cmd &`` in a
+    script) starts it with SIGINT ignored, and an ignored signal stays ignored across
+    exec: DCMTK storescp would then shrug off every stop and be killed after the timeout.
+    A handled signal is reset to its default in the child, so handling it here is enough.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _popen(
     command: list[str], log: IO[str], environment: dict[str, str], *, stdout_pipe: bool = False
 ) -> subprocess.Popen[str]:
