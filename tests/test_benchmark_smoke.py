@@ -39,7 +39,7 @@ def test_harness_runs_end_to_end(tmp_path: Path) -> None:
             "--runs",
             "1",
             "--receivers",
-            "aiodicom,dcmtk-B",
+            "aiodicom,dcmtk-B,python-floor",
             "--sender",
             "dcmtk",
             "--no-plot",
@@ -51,7 +51,7 @@ def test_harness_runs_end_to_end(tmp_path: Path) -> None:
     [result_file] = out.glob("receivers-*.json")
     document = json.loads(result_file.read_text())
     rows = {row["receiver"]: row for row in document["summary"]}
-    assert set(rows) == {"aiodicom", "dcmtk-B"}
+    assert set(rows) == {"aiodicom", "dcmtk-B", "python-floor"}
     for row in rows.values():
         assert row["files"] == 20
         assert row["intact"], row

@@ -37,6 +37,7 @@ _POLL_SECONDS = 0.02
 _PORT_ATTEMPTS = 5
 _HERE = Path(__file__).resolve().parent
 PYNETDICOM_SCRIPT = _HERE / "pynetdicom_raw_scp.py"
+FLOOR_SCRIPT = _HERE / "floor_scp.py"
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,10 @@ RECEIVERS: dict[str, ReceiverKind] = {
             default=False,
         ),
         ReceiverKind("pynetdicom-raw", "pynetdicom, raw encoded_dataset()", byte_identical=True),
+        # A reference, not a product: the least work a Python receiver can do per file.
+        ReceiverKind(
+            "python-floor", "bare asyncio receiver (reference)", byte_identical=True, default=False
+        ),
         ReceiverKind(
             "orthanc", "Orthanc (fsync, index)", byte_identical=False, ignores_non_dicom=True
         ),
@@ -390,6 +395,8 @@ def start_receiver(
             command.append(str(port))
         elif name == "pynetdicom-raw":
             command = [sys.executable, str(PYNETDICOM_SCRIPT), str(port), str(stored)]
+        elif name == "python-floor":
+            command = [sys.executable, str(FLOOR_SCRIPT), str(port), str(stored)]
         elif name == "orthanc":
             http_port = free_port()
             while http_port == port:
