@@ -25,6 +25,7 @@ from .client import DEFAULT_WINDOW, associate, store_files
 from .protocol.dimse import status_category
 from .protocol.negotiation import DEFAULT_MAX_PDU_LENGTH
 from .scp import SCPConfig, StoreSCP, serve_until_signalled
+from .scp_session import STORED_LOGGER_NAME
 from .scu_files import (
     ClientError,
     DicomFile,
@@ -191,6 +192,9 @@ def _configure_logging(arguments: argparse.Namespace) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not (arguments.verbose or arguments.debug):
+        # Associations, problems and the summary by default; a line per file with -v.
+        logging.getLogger(STORED_LOGGER_NAME).setLevel(logging.WARNING)
 
 
 async def _run_storescp(arguments: argparse.Namespace) -> int:
