@@ -90,6 +90,8 @@ class FloorProtocol(asyncio.Protocol):
             if end > len(buffer):
                 break
             if pdu_type == _P_DATA_TF:
+                # pdata() copies what it keeps: the view is gone when it returns, so the
+                # buffer can be shortened below.
                 self.pdata(memoryview(buffer)[offset + 6 : end])
             elif pdu_type == _ASSOCIATE_RQ:
                 self.associate(bytes(buffer[offset:end]))
