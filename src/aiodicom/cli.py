@@ -39,6 +39,8 @@ from .tls import client_context, server_context
 from .workers import run_workers, summary_line
 
 logger = logging.getLogger("aiodicom.cli")
+# One log line format for every command.
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _positive_seconds(text: str) -> float | None:
@@ -187,11 +189,7 @@ def _configure_logging(arguments: argparse.Namespace) -> None:
         level = logging.DEBUG
     elif arguments.quiet:
         level = logging.WARNING
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logging.basicConfig(level=level, format=_LOG_FORMAT, stream=sys.stderr)
     if not (arguments.verbose or arguments.debug):
         # Associations, problems and the summary by default; a line per file with -v.
         logging.getLogger(STORED_LOGGER_NAME).setLevel(logging.WARNING)
@@ -432,9 +430,7 @@ def _run_scu_command(arguments: argparse.Namespace) -> int:
         level = logging.INFO
     elif arguments.quiet:
         level = logging.ERROR
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=level, format=_LOG_FORMAT, stream=sys.stderr)
     name = f"aiodicom {arguments.command}"
     # Loaded before the loop starts: a bad file is a usage error (exit 2), not a crash.
     arguments.ssl_context = _client_tls_context(arguments)
